@@ -1,0 +1,161 @@
+"""Validation of the arrays passed to the transferability scores.
+
+Shape and dtype checks run at trace time. Value checks (NaN/Inf, label ranges, missing classes) need concrete
+values: they run whenever the input is not a tracer, i.e. before the jit-compiled core is entered, so a user gets a
+``ValueError`` naming the argument instead of a silent NaN. Inside a user's own ``jax.jit`` the value checks are
+skipped (tracers have no values) and only shapes and dtypes are checked.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__: list[str] = []
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _as_array(x, name: str):
+    """Returns ``x`` as a jax or numpy array of real numbers, without copying a jax array."""
+    if isinstance(x, jax.Array):
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as err:  # ragged lists and the like
+            raise TypeError(f"{name} must be an array of real numbers; could not convert: {err}") from err
+    kind = np.dtype(arr.dtype).kind
+    if kind not in "biuf" and arr.dtype != jnp.bfloat16:
+        raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}.")
+    return arr
+
+
+def float_dtype(*arrays) -> np.dtype:
+    """The floating dtype the scores compute in: float64 if an input is float64 and x64 is on, else float32.
+
+    Half precision inputs are promoted to float32: a Gram matrix accumulated in bf16/fp16 is not usable.
+    """
+    dtype = np.result_type(*(a.dtype for a in arrays), np.float32)
+    if not np.issubdtype(dtype, np.floating):
+        dtype = np.float32
+    return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+
+
+def check_features(features, name: str = "features", *, min_samples: int = 2) -> jax.Array:
+    """Checks a (n, D) feature matrix and returns it as a floating jax array (float32, or float64 under x64).
+
+    Raises:
+        TypeError: if the array does not hold real numbers.
+        ValueError: if it is not 2-D, has fewer than ``min_samples`` rows or no column, or holds NaN/Inf.
+    """
+    arr = _as_array(features, name)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array of shape (n, D) (one row per sample); got shape {arr.shape}.")
+    n, d = arr.shape
+    if n < min_samples:
+        raise ValueError(f"{name} must have at least {min_samples} samples (rows); got {n}.")
+    if d < 1:
+        raise ValueError(f"{name} must have at least one feature (column); got shape {arr.shape}.")
+    out = jnp.asarray(arr, dtype=float_dtype(arr))
+    if _is_concrete(out) and not bool(jnp.isfinite(out).all()):
+        bad = int(jnp.sum(~jnp.isfinite(out)))
+        raise ValueError(f"{name} contains {bad} NaN or Inf value(s); remove or impute them first.")
+    return out
+
+
+def check_class_labels(labels, n: int, num_classes: int | None = None) -> tuple[jax.Array, int]:
+    """Checks (n,) integer class ids in [0, C) and returns them as int32 with C.
+
+    ``C`` is ``num_classes`` when given, else ``max(labels) + 1``. Every class in [0, C) must occur at least once.
+
+    Raises:
+        TypeError: if the labels are not integers (e.g. floats: use ``regression=True`` for real targets).
+        ValueError: on a wrong shape, a length different from ``n``, negative ids, ids >= ``num_classes``,
+            a class without samples, or fewer than two classes.
+    """
+    arr = _as_array(labels, "labels")
+    if not jnp.issubdtype(arr.dtype, jnp.integer):
+        raise TypeError(
+            f"labels must be integer class ids; got dtype {arr.dtype}. For real-valued targets pass "
+            "regression=True; for float-coded classes convert with labels.astype(int)."
+        )
+    if arr.ndim != 1:
+        raise ValueError(
+            f"labels must be a 1-D array of shape (n,) of class ids; got shape {arr.shape}. "
+            "For several real-valued targets of shape (n, K) pass regression=True."
+        )
+    if arr.shape[0] != n:
+        raise ValueError(f"labels has {arr.shape[0]} entries but features has {n} samples (rows).")
+    if num_classes is not None and (not isinstance(num_classes, int | np.integer) or num_classes < 2):
+        raise ValueError(f"num_classes must be an integer >= 2; got {num_classes!r}.")
+    out = jnp.asarray(arr, dtype=jnp.int32)
+    if not _is_concrete(out):
+        if num_classes is None:
+            raise ValueError("num_classes must be given when labels are traced (inside jax.jit or jax.vmap).")
+        return out, int(num_classes)
+    host = np.asarray(out)
+    lo, hi = int(host.min()), int(host.max())
+    if lo < 0:
+        raise ValueError(f"labels must be >= 0; got {lo}.")
+    if num_classes is None:
+        num_classes = hi + 1
+    elif hi >= num_classes:
+        raise ValueError(f"labels must be < num_classes={num_classes}; got {hi}.")
+    counts = np.bincount(host, minlength=num_classes)
+    missing = np.flatnonzero(counts == 0)
+    if missing.size:
+        shown = ", ".join(map(str, missing[:10])) + (", ..." if missing.size > 10 else "")
+        raise ValueError(
+            f"class(es) {shown} of range [0, {num_classes}) have no samples; relabel the classes to "
+            "0..C-1 (e.g. np.unique(labels, return_inverse=True)[1])."
+        )
+    if num_classes < 2:
+        raise ValueError(f"labels must contain at least 2 classes; got {num_classes}.")
+    return out, int(num_classes)
+
+
+def check_targets(targets, n: int) -> jax.Array:
+    """Checks real-valued regression targets (n,) or (n, K); returns them as a floating (n, K) jax array.
+
+    Raises:
+        TypeError: if they are not real numbers.
+        ValueError: on a wrong shape or length, NaN/Inf, or a target column that is identically zero
+            (its evidence is unbounded).
+    """
+    arr = _as_array(targets, "targets")
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"targets must have shape (n,) or (n, K); got shape {arr.shape}.")
+    if arr.shape[0] != n:
+        raise ValueError(f"targets has {arr.shape[0]} rows but features has {n} samples (rows).")
+    if arr.shape[1] < 1:
+        raise ValueError(f"targets must have at least one column; got shape {arr.shape}.")
+    out = jnp.asarray(arr, dtype=float_dtype(arr))
+    if _is_concrete(out):
+        if not bool(jnp.isfinite(out).all()):
+            raise ValueError("targets contain NaN or Inf values; remove or impute them first.")
+        zero = np.flatnonzero(np.asarray(jnp.all(out == 0, axis=0)))
+        if zero.size:
+            raise ValueError(
+                f"target column(s) {', '.join(map(str, zero))} are identically zero: the evidence is "
+                "unbounded. Drop them."
+            )
+    return out
+
+
+def check_method(method: str) -> str:
+    if method not in ("optimized", "naive"):
+        raise ValueError(f"method must be 'optimized' or 'naive'; got {method!r}.")
+    return method
+
+
+def check_iteration(tol: float, max_iter: int) -> None:
+    if not (isinstance(max_iter, int | np.integer) and max_iter >= 1):
+        raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}.")
+    if not (np.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a positive finite number; got {tol!r}.")
