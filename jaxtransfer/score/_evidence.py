@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +38,7 @@ class LogMEEvidence:
         beta: (K,) noise precision b_k at the maximum.
         weights: (K, D) posterior mean weights m_k (a linear predictor of target k from the features).
         num_iter: (K,) fixed-point iterations used.
-        converged: (K,) whether the relative change of a/b fell below ``tol`` within ``max_iter``.
+        converged: (K,) whether the iteration met a stopping rule (or reached an edge) within ``max_iter``.
     """
 
     evidence: jax.Array
@@ -48,9 +49,17 @@ class LogMEEvidence:
     converged: jax.Array
 
 
-# (a, b) -> (gamma, n - gamma, m^T m, ||F m - y||^2) for one target. n - gamma is returned separately so that
-# it can be computed without cancellation when gamma is close to n.
-Stats = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array, jax.Array, jax.Array]]
+class Pieces(NamedTuple):
+    """What one target's evidence needs at a point (a, b)."""
+
+    gamma: jax.Array  # effective number of parameters, sum_i b s_i / (a + b s_i)
+    n_minus_gamma: jax.Array  # n - gamma, computed without cancellation where gamma is close to n
+    mm: jax.Array  # m^T m
+    res: jax.Array  # ||F m - y||^2
+    logdet: jax.Array  # log det(a I + b F^T F), all D eigenvalues counted
+
+
+Stats = Callable[[jax.Array, jax.Array], Pieces]
 
 
 def initial_point(n: int, d: int, yy: jax.Array, trace_gram: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -64,49 +73,57 @@ def initial_point(n: int, d: int, yy: jax.Array, trace_gram: jax.Array) -> tuple
     return b0 * jnp.maximum(trace_gram / d, jnp.finfo(yy.dtype).tiny), b0
 
 
+def log_evidence_per_sample(a: jax.Array, b: jax.Array, p: Pieces, *, n: int, d: int) -> jax.Array:
+    """L(a, b) / n from its pieces."""
+    return (
+        0.5 * jnp.log(b) + (0.5 * d / n) * jnp.log(a) - 0.5 * _LOG_2PI - (0.5 / n) * (b * p.res + a * p.mm + p.logdet)
+    )
+
+
 def maximize_evidence(
-    stats: Stats, a0: jax.Array, b0: jax.Array, *, tol: float, max_iter: int
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    stats: Stats, a0: jax.Array, b0: jax.Array, *, n: int, d: int, tol: float, max_iter: int
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
     """Runs the fixed point from (a0, b0) with ``lax.while_loop``.
 
+    Stops when t = a / b changes by less than ``tol`` relative (the published rule), or when the evidence itself
+    has stopped changing in working precision (|dL / n| <= 8 eps (1 + |L / n|)). The second rule ends the
+    iterations that run towards an edge of the domain (see ``supremum``), where t keeps shrinking or growing by
+    a nearly constant factor while L converges.
+
     Returns:
-        (a, b, num_iter, converged) at the last iterate.
+        (a, b, L / n at (a, b), num_iter, converged) at the last iterate.
     """
     dtype = b0.dtype
     tiny = jnp.finfo(dtype).tiny
     huge = 1.0 / tiny
+    settle = 8 * jnp.finfo(dtype).eps
 
     def cond(state):
-        _, _, it, done, stuck = state
+        _, _, _, it, done, stuck = state
         return ~done & ~stuck & (it < max_iter)
 
     def body(state):
-        a, b, it, _, _ = state
-        gamma, n_minus_gamma, mm, res = stats(a, b)
+        a, b, ev_prev, it, _, _ = state
+        p = stats(a, b)
+        ev = log_evidence_per_sample(a, b, p, n=n, d=d)
         # Floors at the smallest normal number only keep a division by an exact zero finite; unlike an
         # epsilon added to the denominator they do not break the scale invariance of the maximised evidence.
-        a_new = jnp.clip(gamma / jnp.maximum(mm, tiny), tiny, huge)
-        b_new = jnp.clip(n_minus_gamma / jnp.maximum(res, tiny), tiny, huge)
+        a_new = jnp.clip(p.gamma / jnp.maximum(p.mm, tiny), tiny, huge)
+        b_new = jnp.clip(p.n_minus_gamma / jnp.maximum(p.res, tiny), tiny, huge)
         # Running towards an edge of the domain, the statistics can lose all precision (n - gamma in the
         # naive algorithm, a failed Cholesky factorisation): stop at the last valid iterate. ``supremum`` then
         # compares it with the edge limits.
-        stuck = ~(jnp.isfinite(a_new) & jnp.isfinite(b_new) & (n_minus_gamma > 0))
+        stuck = ~(jnp.isfinite(a_new) & jnp.isfinite(b_new) & (p.n_minus_gamma > 0) & jnp.isfinite(ev))
         a_new, b_new = jnp.where(stuck, a, a_new), jnp.where(stuck, b, b_new)
         t, t_new = a / b, a_new / b_new
-        done = ~stuck & (jnp.abs(t_new - t) <= tol * t)
-        return a_new, b_new, it + 1, done, stuck
+        settled = jnp.abs(ev - ev_prev) <= settle * (1 + jnp.abs(ev))
+        done = ~stuck & ((jnp.abs(t_new - t) <= tol * t) | settled)
+        return a_new, b_new, ev, it + 1, done, stuck
 
     false = jnp.zeros((), bool)
-    init = (a0, b0, jnp.zeros((), jnp.int32), false, false)
-    a, b, it, done, _ = jax.lax.while_loop(cond, body, init)
-    return a, b, it, done
-
-
-def log_evidence_per_sample(
-    a: jax.Array, b: jax.Array, *, n: int, d: int, res: jax.Array, mm: jax.Array, logdet: jax.Array
-) -> jax.Array:
-    """L(a, b) / n from its pieces; ``logdet`` = log det(a I + b F^T F), all D eigenvalues counted."""
-    return 0.5 * jnp.log(b) + (0.5 * d / n) * jnp.log(a) - 0.5 * _LOG_2PI - (0.5 / n) * (b * res + a * mm + logdet)
+    init = (a0, b0, jnp.full((), jnp.inf, dtype), jnp.zeros((), jnp.int32), false, false)
+    a, b, _, it, done, _ = jax.lax.while_loop(cond, body, init)
+    return a, b, log_evidence_per_sample(a, b, stats(a, b), n=n, d=d), it, done
 
 
 def gaussian_evidence_per_sample(n: int, quad: jax.Array, logdet: jax.Array) -> jax.Array:

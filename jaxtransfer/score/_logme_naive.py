@@ -13,9 +13,9 @@ import jax.numpy as jnp
 
 from jaxtransfer.score._evidence import (
     LogMEEvidence,
+    Pieces,
     gaussian_evidence_per_sample,
     initial_point,
-    log_evidence_per_sample,
     maximize_evidence,
     supremum,
 )
@@ -43,26 +43,21 @@ def naive_evidence(features: jax.Array, targets: OneHot | Dense, *, tol: float, 
 
         def factor(a, b):
             chol = jnp.linalg.cholesky(a * eye + b * gram)
-            m = b * jax.scipy.linalg.cho_solve((chol, True), fty)
-            return chol, m
+            return chol, b * jax.scipy.linalg.cho_solve((chol, True), fty)
 
         def stats(a, b):
             chol, m = factor(a, b)
-            a_inv = jax.scipy.linalg.cho_solve((chol, True), eye)
-            gamma = d - a * jnp.trace(a_inv)
+            gamma = d - a * jnp.trace(jax.scipy.linalg.cho_solve((chol, True), eye))
             res = jnp.sum(jnp.square(jnp.matmul(features, m, precision=_HI) - y))
             # Once cond(A) <= 1 + b tr(F^T F) / a passes 1 / eps, A is singular in working precision and its
             # factorisation is noise: report it as a lost iterate (NaN), the loop stops there.
-            ill = b * tr_gram * eps > a
-            return gamma, n - gamma, jnp.dot(m, m), jnp.where(ill, jnp.nan, res)
+            res = jnp.where(b * tr_gram * eps > a, jnp.nan, res)
+            logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
+            return Pieces(gamma, n - gamma, jnp.dot(m, m), res, logdet)
 
         a0, b0 = initial_point(n, d, jnp.dot(y, y), tr_gram)
-        a, b, it, done = maximize_evidence(stats, a0, b0, tol=tol, max_iter=max_iter)
-        chol, m = factor(a, b)
-        res = jnp.sum(jnp.square(jnp.matmul(features, m, precision=_HI) - y))
-        logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
-        ev = log_evidence_per_sample(a, b, n=n, d=d, res=res, mm=jnp.dot(m, m), logdet=logdet)
-        interior = LogMEEvidence(ev, a, b, m, it, done)
+        a, b, ev, it, done = maximize_evidence(stats, a0, b0, n=n, d=d, tol=tol, max_iter=max_iter)
+        interior = LogMEEvidence(ev, a, b, factor(a, b)[1], it, done)
         noise_free = None
         if chol_k is not None:
             k_inv_y = jax.scipy.linalg.cho_solve((chol_k, True), y)

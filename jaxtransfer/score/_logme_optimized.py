@@ -22,9 +22,9 @@ import jax.numpy as jnp
 
 from jaxtransfer.score._evidence import (
     LogMEEvidence,
+    Pieces,
     gaussian_evidence_per_sample,
     initial_point,
-    log_evidence_per_sample,
     maximize_evidence,
     supremum,
 )
@@ -38,6 +38,7 @@ _HI = jax.lax.Precision.HIGHEST
 def _solve(s, zz, yy, pp, *, n, d, tol, max_iter):
     """One target: s (r,) eigenvalues, zz (r,) = z^2, yy = y^T y, pp (r,) = p^2 in the dual form else None."""
     r = s.shape[0]
+    tiny = jnp.finfo(s.dtype).tiny
 
     def stats(a, b):
         t = a / b
@@ -45,16 +46,16 @@ def _solve(s, zz, yy, pp, *, n, d, tol, max_iter):
         gamma = jnp.sum(s / ts)
         n_minus_gamma = (n - r) + jnp.sum(t / ts)
         mm = jnp.sum(zz / jnp.square(ts))
-        res = yy - jnp.sum(zz * (2.0 * t + s) / jnp.square(ts)) if pp is None else jnp.sum(pp * jnp.square(t / ts))
-        return gamma, n_minus_gamma, mm, res
+        if pp is None:
+            # A difference: at a near-perfect fit float rounding can leave it <= 0.
+            res = jnp.maximum(yy - jnp.sum(zz * (2.0 * t + s) / jnp.square(ts)), tiny)
+        else:
+            res = jnp.sum(pp * jnp.square(t / ts))
+        logdet = d * jnp.log(b) + jnp.sum(jnp.log(ts)) + (d - r) * jnp.log(t)
+        return Pieces(gamma, n_minus_gamma, mm, res, logdet)
 
     a0, b0 = initial_point(n, d, yy, jnp.sum(s))
-    a, b, it, done = maximize_evidence(stats, a0, b0, tol=tol, max_iter=max_iter)
-    _, _, mm, res = stats(a, b)
-    # The primal residual is a difference; at a near-perfect fit float rounding can leave it <= 0.
-    res = jnp.maximum(res, jnp.finfo(s.dtype).tiny)
-    logdet = d * jnp.log(b) + jnp.sum(jnp.log(a / b + s)) + (d - r) * jnp.log(a / b)
-    ev = log_evidence_per_sample(a, b, n=n, d=d, res=res, mm=mm, logdet=logdet)
+    a, b, ev, it, done = maximize_evidence(stats, a0, b0, n=n, d=d, tol=tol, max_iter=max_iter)
     return ev, a, b, it, done
 
 
