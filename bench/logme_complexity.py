@@ -4,23 +4,19 @@ Prints one table per sweep with both times (jit-compiled, warm, best of a few ru
 naive / optimised measured in the same run, the log-log slope of each time in the swept size, and saves
 bench/results/logme_complexity.json and .png.
 
-    python bench/logme_complexity.py            # full sweeps (~10 minutes on 2 CPU cores)
-    python bench/logme_complexity.py --quick    # small sizes, for a smoke test
+    python -m bench.logme_complexity            # full sweeps (~10 minutes on 2 CPU cores)
+    python -m bench.logme_complexity --quick    # small sizes, for a smoke test
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, planted_features, save, time_call  # noqa: E402
-
-from jaxtransfer import logme_evidence  # noqa: E402
+from bench._common import RESULTS, planted_features, save, time_call
+from jaxtransfer import logme_evidence
 
 
 def _run(n, d, k, seed=0):

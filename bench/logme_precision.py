@@ -3,22 +3,18 @@
 For each size the optimised method runs on the same features in float32 (JAX default) and float64 (x64), and the
 relative difference of the scores is printed and saved to bench/results/logme_precision.json.
 
-    python bench/logme_precision.py
+    python -m bench.logme_precision
 """
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import planted_features, save  # noqa: E402
-
-from jaxtransfer import logme  # noqa: E402
+from bench._common import planted_features, save
+from jaxtransfer import logme
 
 SIZES = [(2000, 256, 10), (10000, 1024, 100), (50000, 2048, 100), (1000, 2048, 10)]
 

@@ -1,5 +1,7 @@
 """Shared test configuration: strict numerics, a float64 context, and bounded hypothesis profiles."""
 
+import os
+
 import jax
 import pytest
 from hypothesis import HealthCheck, settings
@@ -18,7 +20,7 @@ settings.register_profile(
     ],
 )
 settings.register_profile("ci", parent=settings.get_profile("default"), derandomize=True)
-settings.load_profile("default")
+settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 
 @pytest.fixture
