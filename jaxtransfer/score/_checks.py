@@ -67,10 +67,13 @@ def check_features(features, name: str = "features", *, min_samples: int = 2) ->
     return out
 
 
-def check_class_labels(labels, n: int, num_classes: int | None = None) -> tuple[jax.Array, int]:
+def check_class_labels(
+    labels, n: int, num_classes: int | None = None, *, require_all: bool = True
+) -> tuple[jax.Array, int]:
     """Checks (n,) integer class ids in [0, C) and returns them as int32 with C.
 
-    ``C`` is ``num_classes`` when given, else ``max(labels) + 1``. Every class in [0, C) must occur at least once.
+    ``C`` is ``num_classes`` when given, else ``max(labels) + 1``. Every class in [0, C) must occur at least once,
+    unless ``require_all`` is false (a chunk of a stream may miss classes).
 
     Raises:
         TypeError: if the labels are not integers (e.g. floats: use ``regression=True`` for real targets).
@@ -107,7 +110,7 @@ def check_class_labels(labels, n: int, num_classes: int | None = None) -> tuple[
         raise ValueError(f"labels must be < num_classes={num_classes}; got {hi}.")
     counts = np.bincount(host, minlength=num_classes)
     missing = np.flatnonzero(counts == 0)
-    if missing.size:
+    if missing.size and require_all:
         shown = ", ".join(map(str, missing[:10])) + (", ..." if missing.size > 10 else "")
         raise ValueError(
             f"class(es) {shown} of range [0, {num_classes}) have no samples; relabel the classes to "
@@ -118,13 +121,13 @@ def check_class_labels(labels, n: int, num_classes: int | None = None) -> tuple[
     return out, int(num_classes)
 
 
-def check_targets(targets, n: int) -> jax.Array:
+def check_targets(targets, n: int, *, reject_zero: bool = True) -> jax.Array:
     """Checks real-valued regression targets (n,) or (n, K); returns them as a floating (n, K) jax array.
 
     Raises:
         TypeError: if they are not real numbers.
-        ValueError: on a wrong shape or length, NaN/Inf, or a target column that is identically zero
-            (its evidence is unbounded).
+        ValueError: on a wrong shape or length, NaN/Inf, or (if ``reject_zero``) a target column that is
+            identically zero (its evidence is unbounded; a chunk of a stream may have one).
     """
     arr = _as_array(targets, "targets")
     if arr.ndim == 1:
@@ -140,7 +143,7 @@ def check_targets(targets, n: int) -> jax.Array:
         if not bool(jnp.isfinite(out).all()):
             raise ValueError("targets contain NaN or Inf values; remove or impute them first.")
         zero = np.flatnonzero(np.asarray(jnp.all(out == 0, axis=0)))
-        if zero.size:
+        if zero.size and reject_zero:
             raise ValueError(
                 f"target column(s) {', '.join(map(str, zero))} are identically zero: the evidence is "
                 "unbounded. Drop them."

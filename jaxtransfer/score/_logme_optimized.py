@@ -59,31 +59,37 @@ def _solve(s, zz, yy, pp, *, n, d, tol, max_iter):
     return ev, a, b, it, done
 
 
-def optimized_evidence(features: jax.Array, targets: OneHot | Dense, *, tol: float, max_iter: int) -> LogMEEvidence:
-    """Maximised evidence of every target from one eigendecomposition (primal if n > D, else dual)."""
+def primal_evidence(gram: jax.Array, cross: jax.Array, yy: jax.Array, n, *, tol: float, max_iter: int) -> LogMEEvidence:
+    """Maximised evidence of every target from the sufficient statistics of the primal form.
+
+    Args:
+        gram: (D, D) F^T F.
+        cross: (D, K) F^T Y.
+        yy: (K,) y_k^T y_k.
+        n: number of samples (a Python number or a scalar array).
+    """
+    d = gram.shape[0]
+    s, v = jnp.linalg.eigh(gram)
+    s = jnp.maximum(s, 0.0)
+    z = jnp.matmul(v.T, cross, precision=_HI)  # (D, K)
+    solve = jax.vmap(lambda zz, yy: _solve(s, zz, yy, None, n=n, d=d, tol=tol, max_iter=max_iter), in_axes=(1, 0))
+    ev, a, b, it, done = solve(jnp.square(z), yy)
+    coef = z / ((a / b)[None, :] + s[:, None])  # (D, K): column k is b z_k / (a + b s)
+    weights = jnp.matmul(v, coef, precision=_HI).T
+    return supremum(LogMEEvidence(ev, a, b, weights, it, done), n=n, yy=yy, noise_free=None, tol=tol)
+
+
+def dual_evidence(features: jax.Array, targets: OneHot | Dense, *, tol: float, max_iter: int) -> LogMEEvidence:
+    """Maximised evidence of every target from the n x n Gram matrix F F^T (for n <= D)."""
     n, d = features.shape
     dtype = features.dtype
     yy = targets.sq_norms(dtype)
-    dual = n <= d
-    solve = jax.vmap(
-        lambda zz, yy, pp, s: _solve(s, zz, yy, pp, n=n, d=d, tol=tol, max_iter=max_iter),
-        in_axes=(1, 0, 1 if dual else None, None),
-    )
-    if not dual:
-        s, v = jnp.linalg.eigh(jnp.matmul(features.T, features, precision=_HI))
-        s = jnp.maximum(s, 0.0)
-        z = jnp.matmul(v.T, targets.project(features), precision=_HI)  # (D, K)
-        ev, a, b, it, done = solve(jnp.square(z), yy, None, s)
-        coef = z / ((a / b)[None, :] + s[:, None])  # (D, K): column k is b z_k / (a + b s)
-        weights = jnp.matmul(v, coef, precision=_HI).T
-        interior = LogMEEvidence(ev, a, b, weights, it, done)
-        return supremum(interior, n=n, yy=yy, noise_free=None, tol=tol)
-
     s, u = jnp.linalg.eigh(jnp.matmul(features, features.T, precision=_HI))
     s = jnp.maximum(s, 0.0)
     p = targets.project(u)  # (n, K) = U^T Y
     pp = jnp.square(p)
-    ev, a, b, it, done = solve(s[:, None] * pp, yy, pp, s)
+    solve = jax.vmap(lambda zz, yy, pp: _solve(s, zz, yy, pp, n=n, d=d, tol=tol, max_iter=max_iter), in_axes=(1, 0, 1))
+    ev, a, b, it, done = solve(s[:, None] * pp, yy, pp)
     coef = p / ((a / b)[None, :] + s[:, None])
     weights = jnp.matmul(features.T, jnp.matmul(u, coef, precision=_HI), precision=_HI).T
     interior = LogMEEvidence(ev, a, b, weights, it, done)
@@ -101,3 +107,14 @@ def optimized_evidence(features: jax.Array, targets: OneHot | Dense, *, tol: flo
         converged=jnp.ones_like(done),
     )
     return supremum(interior, n=n, yy=yy, noise_free=noise_free, tol=tol)
+
+
+def optimized_evidence(features: jax.Array, targets: OneHot | Dense, *, tol: float, max_iter: int) -> LogMEEvidence:
+    """Maximised evidence of every target from one eigendecomposition (primal if n > D, else dual)."""
+    n, d = features.shape
+    if n <= d:
+        return dual_evidence(features, targets, tol=tol, max_iter=max_iter)
+    gram = jnp.matmul(features.T, features, precision=_HI)
+    return primal_evidence(
+        gram, targets.project(features), targets.sq_norms(features.dtype), n, tol=tol, max_iter=max_iter
+    )
