@@ -1,5 +1,6 @@
 """Transferability scores: pure functions on arrays (no Flax), higher = better transfer."""
 
+from jaxtransfer.score.distributed import logme_many, logme_sharded
 from jaxtransfer.score.logme import LogME, LogMEEvidence, logme, logme_evidence
 from jaxtransfer.score.stats import (
     LogMEStats,
@@ -18,6 +19,8 @@ __all__ = [
     "logme_evidence",
     "logme_evidence_from_stats",
     "logme_from_stats",
+    "logme_many",
+    "logme_sharded",
     "logme_stats",
     "logme_streaming",
     "merge_stats",

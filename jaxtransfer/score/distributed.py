@@ -1,0 +1,168 @@
+"""LogME across devices (samples sharded over a mesh axis) and for many models at once.
+
+Sharded: each device forms the sufficient statistics of its own rows (``jaxtransfer.score.stats``), one
+``lax.psum`` inside ``jax.shard_map`` adds them up, and the score follows from the sum: the same score as on one
+device, with one all-reduce of D^2 + D K + K + 1 numbers. The inputs are placed on the mesh with
+``jax.device_put(x, NamedSharding(mesh, P(axis)))`` before the call (we pick explicit placement over
+``AxisType.Auto`` meshes, so the call works with whatever mesh the user already has). Rows are padded with zeros to
+a multiple of the axis size; a mask keeps the padding out of the counts.
+
+On a multi-host TPU VM or GPU cluster, call ``jax.distributed.initialize()`` on every host first, build the mesh
+over ``jax.devices()`` (all hosts) and pass each host's rows as a global array, e.g. with
+``jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), local_rows)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxtransfer.score import _checks
+from jaxtransfer.score._logme_optimized import optimized_evidence, primal_evidence
+from jaxtransfer.score._targets import Dense, OneHot
+from jaxtransfer.score.logme import _check_result, _prepare
+from jaxtransfer.score.stats import LogMEStats
+
+__all__ = ["logme_many", "logme_sharded"]
+
+_HI = jax.lax.Precision.HIGHEST
+
+
+def _masked_stats(features, y, mask, num_classes):
+    """Statistics of the rows with mask == 1 (padded rows are zero features and zero targets)."""
+    gram = jnp.matmul(features.T, features, precision=_HI)
+    if num_classes is None:
+        t = Dense(y)
+        return LogMEStats(gram, t.project(features), t.sq_norms(features.dtype), jnp.sum(mask))
+    t = OneHot(y, num_classes)
+    counts = jax.ops.segment_sum(mask, y, num_segments=num_classes)
+    return LogMEStats(gram, t.project(features), counts, jnp.sum(mask))
+
+
+@functools.partial(jax.jit, static_argnames=("mesh", "axis", "num_classes", "max_iter"))
+def _sharded(features, y, mask, tol, *, mesh, axis, num_classes, max_iter):
+    def local(f, y, m):
+        return jax.lax.psum(_masked_stats(f, y, m, num_classes), axis)
+
+    spec = P(axis)
+    stats = jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec), out_specs=P())(features, y, mask)
+    return primal_evidence(stats.gram, stats.cross, stats.sq_norms, stats.count, tol=tol, max_iter=max_iter)
+
+
+def logme_sharded(
+    features,
+    labels,
+    *,
+    regression: bool = False,
+    num_classes: int | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    axis: str | None = None,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+) -> jax.Array:
+    """LogME with the samples sharded over a mesh axis; the same score as :func:`jaxtransfer.logme` (n > D).
+
+    Args:
+        features: (n, D) features (a host array, or a global jax array already sharded over ``axis``).
+        labels: (n,) class ids, or with ``regression=True`` (n,) / (n, K) targets.
+        regression, num_classes, tol, max_iter: as :func:`jaxtransfer.logme`.
+        mesh: the device mesh; default a 1-D mesh ``("data",)`` over all devices.
+        axis: the mesh axis the samples are split over; default the mesh's first axis.
+
+    Returns:
+        The LogME score (replicated).
+
+    Raises:
+        ValueError: as :func:`jaxtransfer.logme`, and if n <= D (use :func:`jaxtransfer.logme` there: the dual
+            form needs all rows together) or ``axis`` is not an axis of ``mesh``.
+    """
+    f, y, c = _prepare(features, labels, regression, num_classes, tol, max_iter, "optimized")
+    n, d = f.shape
+    if n <= d:
+        raise ValueError(f"logme_sharded needs more samples than features (n={n}, D={d}); use logme for n <= D.")
+    if mesh is None:
+        mesh = jax.make_mesh((jax.device_count(),), ("data",))
+    axis = mesh.axis_names[0] if axis is None else axis
+    if axis not in mesh.axis_names:
+        raise ValueError(f"axis {axis!r} is not an axis of the mesh {mesh.axis_names}.")
+    shards = mesh.shape[axis]
+    pad = (-n) % shards
+    mask = jnp.ones((n,), f.dtype)
+    if pad:
+        f = jnp.pad(f, ((0, pad), (0, 0)))
+        y = jnp.pad(y, ((0, pad),) + ((0, 0),) * (y.ndim - 1))
+        mask = jnp.pad(mask, (0, pad))
+    put = functools.partial(jax.device_put, device=NamedSharding(mesh, P(axis)))
+    result = _sharded(
+        put(f), put(y), put(mask), jnp.asarray(tol, f.dtype), mesh=mesh, axis=axis, num_classes=c, max_iter=max_iter
+    )
+    _check_result(result, max_iter, "optimized")
+    return jnp.mean(result.evidence)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "max_iter"))
+def _many(stacked, y, tol, *, num_classes, max_iter):
+    targets = Dense(y) if num_classes is None else OneHot(y, num_classes)
+    one = functools.partial(optimized_evidence, targets=targets, tol=tol, max_iter=max_iter)
+    res = jax.vmap(one)(stacked)
+    return res.evidence, res.converged
+
+
+def logme_many(
+    features: Sequence,
+    labels,
+    *,
+    regression: bool = False,
+    num_classes: int | None = None,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+) -> jax.Array:
+    """LogME of many models' features on the same labels.
+
+    Models with the same feature width D are stacked and scored together under ``jax.vmap`` (one compilation per
+    distinct D); the groups run back to back. A second call with the same widths does not recompile.
+
+    Args:
+        features: a sequence of (n, D_m) feature matrices, one per model, all with the same n.
+        labels: as :func:`jaxtransfer.logme`.
+
+    Returns:
+        (M,) scores in the order of ``features``.
+    """
+    if isinstance(features, np.ndarray | jax.Array) or not isinstance(features, Sequence) or not features:
+        raise TypeError("features must be a non-empty list of (n, D) arrays, one per model.")
+    checked = [_checks.check_features(f, f"features[{i}]") for i, f in enumerate(features)]
+    n = checked[0].shape[0]
+    for i, f in enumerate(checked):
+        if f.shape[0] != n:
+            raise ValueError(f"features[{i}] has {f.shape[0]} samples but features[0] has {n}.")
+    _, y, c = _prepare(checked[0], labels, regression, num_classes, tol, max_iter, "optimized")
+    dtype = np.result_type(*(f.dtype for f in checked))
+    by_width: dict[int, list[int]] = {}
+    for i, f in enumerate(checked):
+        by_width.setdefault(f.shape[1], []).append(i)
+    scores = [None] * len(checked)
+    for idx in by_width.values():
+        stacked = jnp.stack([checked[i].astype(dtype) for i in idx])
+        ev, converged = _many(stacked, y, jnp.asarray(tol, dtype), num_classes=c, max_iter=max_iter)
+        bad = np.flatnonzero(~np.isfinite(np.asarray(ev)).all(axis=1))
+        if bad.size:
+            raise FloatingPointError(f"LogME of model(s) {[idx[b] for b in bad]} is not finite.")
+        stuck = np.flatnonzero(~np.asarray(converged).all(axis=1))
+        if stuck.size:
+            warnings.warn(
+                f"LogME of model(s) {[idx[b] for b in stuck]}: some targets did not converge in max_iter={max_iter} "
+                "iterations; raise max_iter.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        for j, i in enumerate(idx):
+            scores[i] = jnp.mean(ev[j])
+    return jnp.stack(scores)
