@@ -166,8 +166,9 @@ def logme_evidence_from_stats(stats: LogMEStats, *, tol: float = 1e-3, max_iter:
     """Per-target maximised evidence from sufficient statistics (see :func:`jaxtransfer.logme_evidence`).
 
     Uses the primal form (eigendecomposition of F^T F). It equals ``logme_evidence`` on the concatenated data
-    when n > D; for n <= D, ``logme_evidence`` on the features themselves is more accurate (it uses the n x n
-    Gram matrix and the noise-free limit), while the statistics give the same value up to rounding.
+    when n > D. For n <= D prefer ``logme_evidence`` on the features themselves: it uses the n x n Gram matrix,
+    whose residual has no cancellation, and the closed-form noise-free limit; the primal form can lose accuracy
+    there in float32.
     """
     from jaxtransfer.score.logme import _check_result  # shared result check (import here: no cycle at import)
 

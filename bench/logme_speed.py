@@ -1,0 +1,230 @@
+"""jaxtransfer LogME vs a plain numpy float64 implementation of the published algorithm; where the time goes;
+streaming at n = 10^6; 8 simulated devices vs 1.
+
+The reference (``reference_logme`` below) follows the published code's structure: an SVD of F^T F in float64, then
+a Python loop over the K targets, each iteration forming m = V (b z / (a + b s)) and the residual ||F m - y||^2 from
+the features (O(n D) per iteration and target). It starts and stops where jaxtransfer does (so that the scores are
+comparable to 1e-4) and evaluates the same evidence.
+
+    python -m bench.logme_speed            # everything (~10 minutes on 2 CPU cores)
+    python -m bench.logme_speed --quick    # small sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bench._common import planted_features, save, time_call
+from jaxtransfer import logme, logme_evidence
+from jaxtransfer.score._logme_optimized import _solve
+
+_HI = jax.lax.Precision.HIGHEST
+
+
+def reference_logme(f: np.ndarray, labels: np.ndarray, *, tol: float = 1e-3, max_iter: int = 100) -> float:
+    """The published algorithm in numpy float64: one SVD, then a per-class loop with O(n D) residuals."""
+    f = np.asarray(f, np.float64)
+    n, d = f.shape
+    v, s, _ = np.linalg.svd(f.T @ f)
+    evidences = []
+    for k in range(labels.max() + 1):
+        y = (labels == k).astype(np.float64)
+        z = v.T @ (f.T @ y)
+        yy = y @ y
+        b = n / yy
+        a = b * s.sum() / d
+        for _ in range(max_iter):
+            gamma = np.sum(b * s / (a + b * s))
+            m = v @ (b * z / (a + b * s))
+            res = np.sum((f @ m - y) ** 2)
+            a_new, b_new = gamma / (m @ m), (n - gamma) / res
+            done = abs(a_new / b_new - a / b) <= tol * a / b
+            a, b = a_new, b_new
+            if done:
+                break
+        m = v @ (b * z / (a + b * s))
+        res = np.sum((f @ m - y) ** 2)
+        ev = (
+            n / 2 * np.log(b)
+            + d / 2 * np.log(a)
+            - n / 2 * np.log(2 * np.pi)
+            - b / 2 * res
+            - a / 2 * (m @ m)
+            - 0.5 * np.sum(np.log(a + b * s))
+        )
+        evidences.append(ev / n)
+    return float(np.mean(evidences))
+
+
+def _breakdown(f: jax.Array, y: jax.Array, k: int) -> dict:
+    gram_fn = jax.jit(lambda f: jnp.matmul(f.T, f, precision=_HI))
+    eigh_fn = jax.jit(jnp.linalg.eigh)
+    fty_fn = jax.jit(lambda f, y: jax.ops.segment_sum(f, y, num_segments=k))
+    g = gram_fn(f)
+    s, v = eigh_fn(g)
+    z = jnp.matmul(v.T, fty_fn(f, y).T, precision=_HI)
+    yy = jnp.bincount(y, length=k).astype(f.dtype)
+    n, d = f.shape
+    iters_fn = jax.jit(
+        jax.vmap(lambda zz, yy: _solve(jnp.maximum(s, 0), zz, yy, None, n=n, d=d, tol=1e-3, max_iter=100), (1, 0))
+    )
+    out = {
+        "gram_s": time_call(lambda: gram_fn(f).block_until_ready()),
+        "eigh_s": time_call(lambda: eigh_fn(g)[0].block_until_ready()),
+        "fty_s": time_call(lambda: fty_fn(f, y).block_until_ready()),
+        "iterations_s": time_call(lambda: iters_fn(jnp.square(z), yy)[0].block_until_ready()),
+    }
+    return out
+
+
+def speed_table(sizes) -> list[dict]:
+    rows = []
+    dev = jax.devices()[0].platform
+    print(f"\njaxtransfer (optimized, float32, jit, warm, {dev}) vs numpy float64 published algorithm:")
+    print(
+        f"{'n':>7}{'D':>6}{'K':>6}{'numpy (s)':>11}{'ours (s)':>10}{'ratio':>8}{'rel diff':>10}"
+        f"{'gram':>8}{'eigh':>8}{'F^T Y':>8}{'iters':>8}{'tot/(g+e)':>10}"
+    )
+    for n, d, k in sizes:
+        f, y = planted_features(n, d, k)
+        fj, yj = jax.device_put(f), jax.device_put(y)
+        ours_s = time_call(lambda fj=fj, yj=yj, k=k: logme(fj, yj, num_classes=k).block_until_ready())
+        ours = float(logme(fj, yj, num_classes=k))
+        start = time.perf_counter()
+        ref = reference_logme(f, y)
+        ref_s = time.perf_counter() - start
+        parts = _breakdown(fj, yj, k)
+        row = {"n": n, "D": d, "K": k, "numpy_s": ref_s, "ours_s": ours_s, "ratio": ref_s / ours_s}
+        row.update(parts, ours=ours, numpy=ref, rel_diff=abs(ours - ref) / abs(ref))
+        row["total_over_gram_eigh"] = ours_s / (parts["gram_s"] + parts["eigh_s"])
+        rows.append(row)
+        print(
+            f"{n:>7}{d:>6}{k:>6}{ref_s:>11.3f}{ours_s:>10.3f}{row['ratio']:>8.1f}{row['rel_diff']:>10.1e}"
+            f"{parts['gram_s']:>8.3f}{parts['eigh_s']:>8.3f}{parts['fty_s']:>8.3f}{parts['iterations_s']:>8.3f}"
+            f"{row['total_over_gram_eigh']:>10.2f}"
+        )
+    return rows
+
+
+_STREAM = textwrap.dedent(
+    """
+    import json, resource, sys, time
+    import jax, numpy as np
+    from jaxtransfer import logme_stats, logme_from_stats, LogMEStats
+    n, d, k, chunk, ref64 = (int(a) for a in sys.argv[1:6])
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(k, d)).astype(np.float32)
+    def batches():
+        for start in range(0, n, chunk):
+            y = rng.integers(0, k, chunk).astype(np.int32)
+            f = np.maximum(centres[y] + rng.normal(size=(chunk, d)).astype(np.float32) + 0.5, 0)
+            yield f, y
+    acc, g64, c64, q64 = None, 0.0, 0.0, 0.0
+    t0 = time.perf_counter()
+    for f, y in batches():
+        s = logme_stats(f, y, num_classes=k)
+        acc = s if acc is None else acc + s
+        if ref64:
+            f64 = f.astype(np.float64)
+            g64 = g64 + f64.T @ f64
+            c64 = c64 + np.stack([np.bincount(y, weights=f64[:, j], minlength=k) for j in range(d)])
+            q64 = q64 + np.bincount(y, minlength=k)
+    score = float(logme_from_stats(acc))
+    seconds = time.perf_counter() - t0
+    out = {"n": n, "D": d, "K": k, "chunk": chunk, "float32": score, "seconds": seconds}
+    if ref64:
+        with jax.enable_x64(True):
+            st = LogMEStats(jax.numpy.asarray(g64), jax.numpy.asarray(c64), jax.numpy.asarray(q64, float),
+                            jax.numpy.asarray(float(n)))
+            out["float64"] = float(logme_from_stats(st))
+            out["rel_diff"] = abs(out["float32"] - out["float64"]) / abs(out["float64"])
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(out))
+    """
+)
+
+
+def streaming(sizes) -> list[dict]:
+    rows = []
+    print("\nStreaming from a generator (chunks of 20,000 rows), float32 statistics; peak RSS of the process:")
+    for n, d, k, ref64 in sizes:
+        cmd = [sys.executable, "-c", _STREAM, str(n), str(d), str(k), str(min(20000, n)), str(int(ref64))]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        row = json.loads(res.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        extra = f", float64 {row['float64']:.6f}, rel diff {row['rel_diff']:.1e}" if ref64 else ""
+        print(
+            f"n={n:>8} D={d} K={k}: LogME {row['float32']:.6f}{extra}; {row['seconds']:.1f} s; "
+            f"peak RSS {row['peak_rss_mib']:.0f} MiB"
+        )
+    return rows
+
+
+_SHARDED = textwrap.dedent(
+    """
+    import json, sys, time
+    import jax, numpy as np
+    from jaxtransfer import logme, logme_sharded
+    n, d, k = (int(a) for a in sys.argv[1:4])
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, k, n).astype(np.int32)
+    f = np.maximum(rng.normal(size=(k, d)).astype(np.float32)[y] + rng.normal(size=(n, d)).astype(np.float32), 0)
+    def best(fn):
+        fn(); t = []
+        for _ in range(3):
+            s = time.perf_counter(); fn(); t.append(time.perf_counter() - s)
+        return min(t)
+    out = {"devices": jax.device_count(), "n": n, "D": d, "K": k,
+           "sharded": float(logme_sharded(f, y, num_classes=k)), "single": float(logme(f, y, num_classes=k)),
+           "sharded_s": best(lambda: logme_sharded(f, y, num_classes=k).block_until_ready()),
+           "single_s": best(lambda: logme(f, y, num_classes=k).block_until_ready())}
+    print(json.dumps(out))
+    """
+)
+
+
+def sharded(n: int, d: int, k: int) -> dict:
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    cmd = [sys.executable, "-c", _SHARDED, str(n), str(d), str(k)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+    row = json.loads(res.stdout.strip().splitlines()[-1])
+    print(
+        f"\nSharded over {row['devices']} simulated CPU devices (n={n}, D={d}, K={k}): LogME {row['sharded']:.6f} "
+        f"({row['sharded_s']:.3f} s) vs one device {row['single']:.6f} ({row['single_s']:.3f} s)"
+    )
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        table = speed_table([(2000, 128, 10), (4000, 256, 20)])
+        stream = streaming([(40000, 128, 10, True), (200000, 128, 10, False)])
+        shard = sharded(8000, 64, 5)
+    else:
+        sizes = [(2000, 512, 10), (10000, 1024, 100), (10000, 2048, 100), (50000, 2048, 1000)]
+        table = speed_table(sizes)
+        stream = streaming([(100000, 1024, 10, False), (1000000, 1024, 10, True)])
+        shard = sharded(80000, 512, 10)
+    # The evidence of one realistic target through the public API, for the record of iterations used.
+    f, y = planted_features(2000, 128, 10)
+    iters = np.asarray(logme_evidence(f, y).num_iter).tolist()
+    name = "logme_speed_quick" if args.quick else "logme_speed"
+    path = save(name, {"table": table, "streaming": stream, "sharded": shard, "iterations_example": iters})
+    print(f"\nsaved {path}")
+
+
+if __name__ == "__main__":
+    main()
