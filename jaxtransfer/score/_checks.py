@@ -162,3 +162,31 @@ def check_iteration(tol: float, max_iter: int) -> None:
         raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}.")
     if not (np.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be a positive finite number; got {tol!r}.")
+
+
+def check_probabilities(probs, n: int, name: str = "source_probs", *, atol: float = 1e-3) -> jax.Array:
+    """Checks (n, C_s) probabilities: non-negative, rows summing to 1 within ``atol``.
+
+    Raises:
+        ValueError: on a wrong shape, NaN/Inf, negative entries, or rows that do not sum to 1 (logits?).
+    """
+    p = check_features(probs, name, min_samples=1)
+    if p.shape[0] != n:
+        raise ValueError(f"{name} has {p.shape[0]} rows but labels has {n} entries.")
+    if _is_concrete(p):
+        if bool(jnp.any(p < 0)):
+            raise ValueError(f"{name} has negative entries; pass probabilities (jax.nn.softmax of the logits).")
+        worst = float(jnp.max(jnp.abs(jnp.sum(p, axis=1) - 1)))
+        if worst > atol:
+            raise ValueError(
+                f"the rows of {name} must sum to 1 (off by up to {worst:.3g}); pass probabilities "
+                "(jax.nn.softmax of the logits), not logits."
+            )
+    return p
+
+
+def check_features_and_labels(features, labels, num_classes: int | None = None) -> tuple[jax.Array, jax.Array, int]:
+    """The common checks of the feature-based scores: (n, D) features and (n,) class ids -> (f, labels, C)."""
+    f = check_features(features)
+    lab, c = check_class_labels(labels, f.shape[0], num_classes)
+    return f, lab, c

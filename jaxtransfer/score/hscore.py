@@ -1,0 +1,79 @@
+"""H-score (Bao et al., ICIP 2019) and its shrinkage-regularised form (Ibrahim, Ponomareva and Mazumder, 2022)."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxtransfer.score import _checks
+from jaxtransfer.score._linalg import class_means, covariance
+
+__all__ = ["hscore", "hscore_regularized", "ledoit_wolf_shrinkage"]
+
+_HI = jax.lax.Precision.HIGHEST
+
+
+def _between_class_cov(f, labels, num_classes):
+    """cov(E[f | y]): the covariance of the features with every sample replaced by its class mean."""
+    return covariance(class_means(f, labels, num_classes)[labels])
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes",))
+def _hscore(f, labels, *, num_classes):
+    cov_f = covariance(f)
+    # Pseudo-inverse for a singular covariance (n < D, constant features), relative cutoff D * eps.
+    return jnp.trace(jnp.linalg.pinv(cov_f, hermitian=True) @ _between_class_cov(f, labels, num_classes))
+
+
+def ledoit_wolf_shrinkage(features) -> jax.Array:
+    """Ledoit-Wolf optimal shrinkage a in (1 - a) S + a (tr S / D) I for the covariance S of (n, D) features.
+
+        delta = ||S - mu I||_F^2 / D,   beta = min(delta, (1/n^2) sum_i ||x_i x_i^T - S||_F^2 / D),   a = beta / delta,
+
+    with x_i the centred rows and mu = tr(S) / D (Ledoit and Wolf, 2004).
+    """
+    f = jnp.asarray(features)
+    x = f - jnp.mean(f, axis=0)
+    n, d = x.shape
+    s = jnp.matmul(x.T, x, precision=_HI) / n
+    mu = jnp.trace(s) / d
+    delta = jnp.sum(jnp.square(s - mu * jnp.eye(d, dtype=s.dtype))) / d
+    # sum_i ||x_i x_i^T - S||_F^2 = sum_i ||x_i||^4 - n ||S||_F^2
+    beta = (jnp.sum(jnp.square(jnp.sum(x * x, axis=1))) / n - jnp.sum(s * s)) / (n * d)
+    return jnp.where(delta > 0, jnp.minimum(beta, delta) / jnp.where(delta > 0, delta, 1.0), 0.0)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes",))
+def _hscore_regularized(f, labels, *, num_classes):
+    d = f.shape[1]
+    a = ledoit_wolf_shrinkage(f)
+    cov_f = covariance(f)
+    shrunk = (1 - a) * cov_f + a * jnp.trace(cov_f) / d * jnp.eye(d, dtype=f.dtype)
+    between = (1 - a) * _between_class_cov(f, labels, num_classes)
+    return jnp.trace(jnp.linalg.solve(shrunk, between))
+
+
+def hscore(features, labels, *, num_classes: int | None = None) -> jax.Array:
+    """H-score: tr(cov(f)^+ cov(E[f | y])), how well a linear classifier can separate the classes.
+
+    Args:
+        features: (n, D) features; labels: (n,) class ids in [0, C); num_classes: C if not max + 1.
+
+    Returns:
+        Scalar in [0, min(D, C - 1)], higher = better transfer. cov(f)^+ is the pseudo-inverse, so n < D and
+        constant features are allowed (the estimate is then noisy: prefer :func:`hscore_regularized`).
+    """
+    f, lab, c = _checks.check_features_and_labels(features, labels, num_classes)
+    return _hscore(f, lab, num_classes=c)
+
+
+def hscore_regularized(features, labels, *, num_classes: int | None = None) -> jax.Array:
+    """Shrinkage H-score: tr(cov_a(f)^-1 (1 - a) cov(E[f | y])), cov_a the Ledoit-Wolf shrunk covariance.
+
+    The estimate of cov(f) from few samples is poor; shrinking it towards (tr/D) I with the Ledoit-Wolf
+    coefficient a (:func:`ledoit_wolf_shrinkage`) makes the score reliable for small n (Ibrahim et al., 2022).
+    """
+    f, lab, c = _checks.check_features_and_labels(features, labels, num_classes)
+    return _hscore_regularized(f, lab, num_classes=c)

@@ -1,0 +1,125 @@
+"""NLEEP: LEEP with a Gaussian-mixture pseudo-source (Li et al., "Ranking neural checkpoints", CVPR 2021)."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+
+from jaxtransfer.score import _checks
+from jaxtransfer.score._linalg import components_for_variance, pca
+from jaxtransfer.score.leep import _leep
+
+__all__ = ["gaussian_mixture_posteriors", "nleep"]
+
+_HI = jax.lax.Precision.HIGHEST
+_REG = 1e-6  # added to every covariance diagonal, as scikit-learn's GaussianMixture does
+
+
+def _m_step(z, resp):
+    """Weights (M,), means (M, d), covariances (M, d, d) from responsibilities (n, M)."""
+    nk = jnp.sum(resp, axis=0) + 10 * jnp.finfo(z.dtype).eps
+    means = jnp.matmul(resp.T, z, precision=_HI) / nk[:, None]
+    diff = z[None, :, :] - means[:, None, :]  # (M, n, d)
+    cov = jnp.einsum("mn,mnd,mne->mde", resp.T, diff, diff, precision=_HI) / nk[:, None, None]
+    cov = cov + _REG * jnp.eye(z.shape[1], dtype=z.dtype)
+    return nk / z.shape[0], means, cov
+
+
+def _log_joint(z, weights, means, cov):
+    """(n, M) log w_m + log N(z_i | mu_m, Sigma_m)."""
+    chol = jnp.linalg.cholesky(cov)  # (M, d, d)
+    diff = z[None, :, :] - means[:, None, :]
+    sol = jax.scipy.linalg.solve_triangular(chol, jnp.swapaxes(diff, 1, 2), lower=True)  # (M, d, n)
+    maha = jnp.sum(jnp.square(sol), axis=1)  # (M, n)
+    logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)), axis=1)
+    d = z.shape[1]
+    return (jnp.log(weights)[:, None] - 0.5 * (maha + logdet[:, None] + d * math.log(2 * math.pi))).T
+
+
+@functools.partial(jax.jit, static_argnames=("num_components", "max_iter"))
+def _fit_posteriors(z, key, tol, *, num_components, max_iter):
+    n = z.shape[0]
+    # k-means initialisation (as scikit-learn's default): random distinct samples, then Lloyd steps.
+    centres = z[jax.random.choice(key, n, (num_components,), replace=False)]
+
+    def lloyd(centres, _):
+        dist = jnp.sum(jnp.square(z[:, None, :] - centres[None]), axis=-1)
+        hard = jax.nn.one_hot(jnp.argmin(dist, axis=1), num_components, dtype=z.dtype)
+        count = jnp.sum(hard, axis=0)
+        moved = jnp.matmul(hard.T, z, precision=_HI) / jnp.maximum(count, 1)[:, None]
+        return jnp.where(count[:, None] > 0, moved, centres), None
+
+    centres, _ = jax.lax.scan(lloyd, centres, None, length=10)
+    dist = jnp.sum(jnp.square(z[:, None, :] - centres[None]), axis=-1)
+    resp = jax.nn.one_hot(jnp.argmin(dist, axis=1), num_components, dtype=z.dtype)
+    return em_posteriors(z, resp, tol=tol, max_iter=max_iter)
+
+
+def em_posteriors(z, resp, *, tol, max_iter: int):
+    """EM for a full-covariance Gaussian mixture from initial responsibilities (n, M); returns p(m | z_i).
+
+    Stops when the mean log-likelihood per sample changes by less than ``tol`` (1e-3, as scikit-learn).
+    """
+
+    def step(state):
+        resp, ll_prev, it, _ = state
+        log_joint = _log_joint(z, *_m_step(z, resp))
+        norm = jax.scipy.special.logsumexp(log_joint, axis=1, keepdims=True)
+        ll = jnp.mean(norm)
+        return jnp.exp(log_joint - norm), ll, it + 1, jnp.abs(ll - ll_prev) < tol
+
+    def cond(state):
+        return ~state[3] & (state[2] < max_iter)
+
+    init = (resp, jnp.asarray(-jnp.inf, z.dtype), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    return jax.lax.while_loop(cond, step, init)[0]
+
+
+def gaussian_mixture_posteriors(
+    features, num_components: int, *, seed: int = 0, tol: float = 1e-3, max_iter: int = 100
+) -> jax.Array:
+    """Fits a full-covariance Gaussian mixture to (n, d) features by EM; returns the posteriors (n, M)."""
+    z = _checks.check_features(features)
+    if not (isinstance(num_components, int) and 1 <= num_components <= z.shape[0]):
+        raise ValueError(f"num_components must be an integer in [1, n={z.shape[0]}]; got {num_components!r}.")
+    return _fit_posteriors(
+        z, jax.random.key(seed), jnp.asarray(tol, z.dtype), num_components=num_components, max_iter=max_iter
+    )
+
+
+def nleep(
+    features,
+    labels,
+    *,
+    variance: float = 0.8,
+    components_per_class: int = 5,
+    seed: int = 0,
+    num_classes: int | None = None,
+) -> jax.Array:
+    """NLEEP: LEEP of the target labels under a Gaussian mixture fitted to the features.
+
+    The features are projected on the fewest principal axes that keep ``variance`` of their variance (80 %, as
+    published), a full-covariance Gaussian mixture with ``components_per_class * C`` components (5 C, as
+    published) is fitted by EM (k-means start, ``seed``), and its posteriors p(m | x) play the source model's
+    softmax outputs in :func:`jaxtransfer.leep`.
+
+    Args:
+        features: (n, D); labels: (n,) class ids in [0, C); num_classes: C.
+
+    Returns:
+        Scalar <= 0, higher = better transfer.
+    """
+    if not (0 < variance <= 1):
+        raise ValueError(f"variance must be in (0, 1]; got {variance!r}.")
+    if not (isinstance(components_per_class, int) and components_per_class >= 1):
+        raise ValueError(f"components_per_class must be a positive integer; got {components_per_class!r}.")
+    f, lab, c = _checks.check_features_and_labels(features, labels, num_classes)
+    m = components_per_class * c
+    if m > f.shape[0]:
+        raise ValueError(f"the mixture needs {m} components but there are only {f.shape[0]} samples.")
+    z = pca(f, components_for_variance(f, variance))
+    probs = gaussian_mixture_posteriors(z, m, seed=seed)
+    return _leep(probs, lab, num_classes=c)
