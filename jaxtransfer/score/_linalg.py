@@ -23,7 +23,7 @@ def class_means(features: jax.Array, labels: jax.Array, num_classes: int) -> jax
 
 def covariance(x: jax.Array) -> jax.Array:
     """(D, D) biased covariance (1/n) sum (x - mean)(x - mean)^T of the rows of x (n, D)."""
-    c = x - jnp.mean(x, axis=0)
+    c = x - jnp.mean(x, axis=0, keepdims=True)
     return jnp.matmul(c.T, c, precision=_HI) / x.shape[0]
 
 
@@ -35,16 +35,16 @@ def pca(features: jax.Array, k: int) -> jax.Array:
     """
     n, d = features.shape
     k = min(k, n, d)
-    c = features - jnp.mean(features, axis=0)
+    c = features - jnp.mean(features, axis=0, keepdims=True)
     _, vecs = jnp.linalg.eigh(jnp.matmul(c.T, c, precision=_HI))
     top = vecs[:, ::-1][:, :k]  # (D, k), descending variance
     sign = jnp.sign(top[jnp.argmax(jnp.abs(top), axis=0), jnp.arange(k)])
-    return jnp.matmul(c, top * sign, precision=_HI)
+    return jnp.matmul(c, top * sign[None, :], precision=_HI)
 
 
 def components_for_variance(features, fraction: float) -> int:
     """The smallest number of principal components that explain ``fraction`` of the variance (host-side)."""
-    c = features - jnp.mean(features, axis=0)
+    c = features - jnp.mean(features, axis=0, keepdims=True)
     ev = jnp.linalg.eigvalsh(jnp.matmul(c.T, c, precision=_HI))[::-1]
     ev = jnp.maximum(ev, 0)
     cum = jnp.cumsum(ev) / jnp.sum(ev)

@@ -35,7 +35,7 @@ def ledoit_wolf_shrinkage(features) -> jax.Array:
     with x_i the centred rows and mu = tr(S) / D (Ledoit and Wolf, 2004).
     """
     f = jnp.asarray(features)
-    x = f - jnp.mean(f, axis=0)
+    x = f - jnp.mean(f, axis=0, keepdims=True)
     n, d = x.shape
     s = jnp.matmul(x.T, x, precision=_HI) / n
     mu = jnp.trace(s) / d

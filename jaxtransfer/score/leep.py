@@ -17,7 +17,8 @@ def _leep(probs: jax.Array, labels: jax.Array, *, num_classes: int) -> jax.Array
     n = probs.shape[0]
     joint = jax.ops.segment_sum(probs, labels, num_segments=num_classes) / n  # (C, C_s): P(y, z)
     marginal = jnp.sum(joint, axis=0)  # (C_s,): P(z)
-    conditional = jnp.where(marginal > 0, joint / jnp.where(marginal > 0, marginal, 1.0), 0.0)  # P(y | z)
+    safe = jnp.where(marginal > 0, marginal, 1.0)[None, :]
+    conditional = jnp.where(marginal[None, :] > 0, joint / safe, 0.0)  # P(y | z)
     eep = jnp.sum(probs * conditional[labels], axis=1)  # sum_z P(y_i | z) theta(x_i)_z
     return jnp.mean(jnp.log(eep))
 

@@ -19,7 +19,7 @@ def _nce(source_labels, labels, *, num_classes, num_source_classes):
     joint = jnp.zeros(num_classes * num_source_classes).at[cell].add(1.0 / n)
     joint = joint.reshape(num_classes, num_source_classes)  # P(y, z)
     marginal = jnp.sum(joint, axis=0)  # P(z)
-    ratio = jnp.where(joint > 0, joint / jnp.where(marginal > 0, marginal, 1.0), 1.0)
+    ratio = jnp.where(joint > 0, joint / jnp.where(marginal > 0, marginal, 1.0)[None, :], 1.0)
     return jnp.sum(joint * jnp.log(ratio))  # sum P(y, z) log P(y | z), 0 log 0 = 0
 
 

@@ -24,7 +24,7 @@ def _m_step(z, resp):
     means = jnp.matmul(resp.T, z, precision=_HI) / nk[:, None]
     diff = z[None, :, :] - means[:, None, :]  # (M, n, d)
     cov = jnp.einsum("mn,mnd,mne->mde", resp.T, diff, diff, precision=_HI) / nk[:, None, None]
-    cov = cov + _REG * jnp.eye(z.shape[1], dtype=z.dtype)
+    cov = cov + _REG * jnp.eye(z.shape[1], dtype=z.dtype)[None]
     return nk / z.shape[0], means, cov
 
 
@@ -39,11 +39,26 @@ def _log_joint(z, weights, means, cov):
     return (jnp.log(weights)[:, None] - 0.5 * (maha + logdet[:, None] + d * math.log(2 * math.pi))).T
 
 
+def _farthest_points(z, num_components):
+    """Deterministic, permutation-invariant start: the sample nearest the mean, then repeatedly the sample
+    farthest from the centres chosen so far."""
+    first = jnp.argmin(jnp.sum(jnp.square(z - jnp.mean(z, axis=0, keepdims=True)), axis=1))
+    centres = jnp.zeros((num_components, z.shape[1]), z.dtype).at[0].set(z[first])
+    nearest = jnp.sum(jnp.square(z - z[first][None]), axis=1)
+
+    def pick(m, state):
+        centres, nearest = state
+        new = z[jnp.argmax(nearest)]
+        return centres.at[m].set(new), jnp.minimum(nearest, jnp.sum(jnp.square(z - new[None]), axis=1))
+
+    return jax.lax.fori_loop(1, num_components, pick, (centres, nearest))[0]
+
+
 @functools.partial(jax.jit, static_argnames=("num_components", "max_iter"))
-def _fit_posteriors(z, key, tol, *, num_components, max_iter):
-    n = z.shape[0]
-    # k-means initialisation (as scikit-learn's default): random distinct samples, then Lloyd steps.
-    centres = z[jax.random.choice(key, n, (num_components,), replace=False)]
+def _fit_posteriors(z, tol, *, num_components, max_iter):
+    # k-means initialisation (as scikit-learn's default), started from farthest points instead of random
+    # samples so that the score does not depend on a seed or on the order of the samples.
+    centres = _farthest_points(z, num_components)
 
     def lloyd(centres, _):
         dist = jnp.sum(jnp.square(z[:, None, :] - centres[None]), axis=-1)
@@ -78,16 +93,15 @@ def em_posteriors(z, resp, *, tol, max_iter: int):
     return jax.lax.while_loop(cond, step, init)[0]
 
 
-def gaussian_mixture_posteriors(
-    features, num_components: int, *, seed: int = 0, tol: float = 1e-3, max_iter: int = 100
-) -> jax.Array:
-    """Fits a full-covariance Gaussian mixture to (n, d) features by EM; returns the posteriors (n, M)."""
+def gaussian_mixture_posteriors(features, num_components: int, *, tol: float = 1e-3, max_iter: int = 100) -> jax.Array:
+    """Fits a full-covariance Gaussian mixture to (n, d) features by EM; returns the posteriors (n, M).
+
+    Start: 10 k-means steps from farthest-point centres (deterministic, independent of the sample order).
+    """
     z = _checks.check_features(features)
     if not (isinstance(num_components, int) and 1 <= num_components <= z.shape[0]):
         raise ValueError(f"num_components must be an integer in [1, n={z.shape[0]}]; got {num_components!r}.")
-    return _fit_posteriors(
-        z, jax.random.key(seed), jnp.asarray(tol, z.dtype), num_components=num_components, max_iter=max_iter
-    )
+    return _fit_posteriors(z, jnp.asarray(tol, z.dtype), num_components=num_components, max_iter=max_iter)
 
 
 def nleep(
@@ -96,14 +110,14 @@ def nleep(
     *,
     variance: float = 0.8,
     components_per_class: int = 5,
-    seed: int = 0,
     num_classes: int | None = None,
 ) -> jax.Array:
     """NLEEP: LEEP of the target labels under a Gaussian mixture fitted to the features.
 
     The features are projected on the fewest principal axes that keep ``variance`` of their variance (80 %, as
     published), a full-covariance Gaussian mixture with ``components_per_class * C`` components (5 C, as
-    published) is fitted by EM (k-means start, ``seed``), and its posteriors p(m | x) play the source model's
+    published) is fitted by EM (k-means start from farthest points: deterministic and independent of the order
+    of the samples, where the published code uses a random start), and its posteriors p(m | x) play the source model's
     softmax outputs in :func:`jaxtransfer.leep`.
 
     Args:
@@ -121,5 +135,5 @@ def nleep(
     if m > f.shape[0]:
         raise ValueError(f"the mixture needs {m} components but there are only {f.shape[0]} samples.")
     z = pca(f, components_for_variance(f, variance))
-    probs = gaussian_mixture_posteriors(z, m, seed=seed)
+    probs = gaussian_mixture_posteriors(z, m)
     return _leep(probs, lab, num_classes=c)

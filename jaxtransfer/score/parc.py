@@ -33,8 +33,8 @@ def _pearson(a, b):
 def _parc(f, labels, *, num_classes, pca_dim):
     if pca_dim is not None and f.shape[1] > pca_dim:
         f = pca(f, pca_dim)
-    std = jnp.std(f, axis=0)
-    f = (f - jnp.mean(f, axis=0)) / jnp.where(std > 0, std, 1.0)
+    std = jnp.std(f, axis=0, keepdims=True)
+    f = (f - jnp.mean(f, axis=0, keepdims=True)) / jnp.where(std > 0, std, 1.0)
     n = f.shape[0]
     rows, cols = jnp.triu_indices(n, 1)
     feature_dissimilarity = (1 - _row_correlation(f))[rows, cols]

@@ -30,7 +30,7 @@ def _fisher_probabilities(x, labels, num_classes, shrinkage):
     shrunk = (1 - shrinkage) * sw + shrinkage * jnp.trace(sw) / d * jnp.eye(d, dtype=x.dtype)
     coef = jnp.linalg.solve(shrunk, means.T).T  # (C, D): mu_k^T S^-1
     intercept = -0.5 * jnp.sum(coef * means, axis=1) + jnp.log(priors)
-    return jax.nn.softmax(jnp.matmul(x, coef.T, precision=_HI) + intercept, axis=1), sw
+    return jax.nn.softmax(jnp.matmul(x, coef.T, precision=_HI) + intercept[None, :], axis=1), sw
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes",))
@@ -43,7 +43,7 @@ def _sfda(x, labels, *, num_classes):
     # by (1 - its softened probability of the true class).
     soft = jax.nn.softmax(probs, axis=1)
     p_true = soft[jnp.arange(x.shape[0]), labels][:, None]
-    others = (jnp.sum(means, axis=0) - means) / (num_classes - 1)  # (C, D)
+    others = (jnp.sum(means, axis=0, keepdims=True) - means) / (num_classes - 1)  # (C, D)
     mixed = p_true * x + (1 - p_true) * others[labels]
     probs2, _ = _fisher_probabilities(mixed, labels, num_classes, shrinkage)
     return jnp.mean(probs2[jnp.arange(x.shape[0]), labels])

@@ -24,7 +24,7 @@ def _coding_rate(gram: jax.Array, count: jax.Array, eps: float) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("num_classes",))
 def _transrate(f, labels, eps, *, num_classes):
-    z = f - jnp.mean(f, axis=0)
+    z = f - jnp.mean(f, axis=0, keepdims=True)
     n = z.shape[0]
     counts = class_counts(labels, num_classes, z.dtype)
 

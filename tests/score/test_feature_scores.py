@@ -1,0 +1,68 @@
+"""Properties shared by every feature-based score: invariances, direction, and input validation."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jaxtransfer import score
+from tests.score._data import classification
+
+SCORES = {
+    "logme": score.logme,
+    "hscore": score.hscore,
+    "hscore_regularized": score.hscore_regularized,
+    "transrate": score.transrate,
+    "gbc": score.gbc,
+    "sfda": score.sfda,
+    "parc": score.parc,
+    "nleep": score.nleep,
+}
+
+
+@pytest.mark.parametrize("name", SCORES)
+@given(seed=st.integers(0, 2**16))
+@settings(max_examples=5)
+def test_invariant_to_permuting_samples(x64, name, seed):
+    f, y = classification(seed, n=90, d=6, c=3)
+    perm = np.random.default_rng(seed).permutation(len(y))
+    got, ref = float(SCORES[name](f[perm], y[perm])), float(SCORES[name](f, y))
+    assert got == pytest.approx(ref, rel=1e-7, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", SCORES)
+@given(seed=st.integers(0, 2**16))
+@settings(max_examples=5)
+def test_invariant_to_relabelling_classes(x64, name, seed):
+    f, y = classification(seed, n=90, d=6, c=3)
+    relabel = np.random.default_rng(seed).permutation(3)
+    got, ref = float(SCORES[name](f, relabel[y])), float(SCORES[name](f, y))
+    assert got == pytest.approx(ref, rel=1e-7, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", SCORES)
+def test_better_separated_features_score_higher(name):
+    scores = []
+    for separation in (0.2, 1.0, 4.0):
+        f, y = classification(7, n=300, d=8, c=4, separation=separation)
+        scores.append(float(SCORES[name](f, y)))
+    assert scores[0] < scores[1] < scores[2], scores
+
+
+_F, _Y = classification(0, n=40, d=5, c=2)
+
+
+@pytest.mark.parametrize("name", SCORES)
+@pytest.mark.parametrize(
+    ("features", "labels", "error", "match"),
+    [
+        (np.where(np.eye(40, 5) > 0, np.nan, _F), _Y, ValueError, "NaN or Inf"),
+        (_F, _Y[:-1], ValueError, "labels has 39 entries"),
+        (_F, _Y.astype(float), TypeError, "labels must be integer"),
+        (_F[0], _Y, ValueError, "2-D"),
+        (_F, np.where(_Y == 0, 2, _Y), ValueError, r"class\(es\) 0"),
+    ],
+)
+def test_bad_input_is_rejected(name, features, labels, error, match):
+    with pytest.raises(error, match=match):
+        SCORES[name](features, labels)

@@ -1,0 +1,28 @@
+import numpy as np
+import pytest
+
+from jaxtransfer.score import transrate
+from tests.score._data import classification
+
+
+def transrate_oracle(f, y, eps=1e-4):
+    z = f - f.mean(0)
+    n, d = z.shape
+
+    def rate(zz, count):
+        return 0.5 * np.linalg.slogdet(np.eye(d) + zz.T @ zz / (count * eps))[1]
+
+    conditional = sum(np.sum(y == k) / n * rate(z[y == k], np.sum(y == k)) for k in range(y.max() + 1))
+    return rate(z, n) - conditional
+
+
+@pytest.mark.parametrize(("seed", "n", "d", "eps"), [(0, 150, 6, 1e-4), (1, 40, 30, 1e-2), (2, 300, 2, 1.0)])
+def test_transrate_matches_oracle(x64, seed, n, d, eps):
+    f, y = classification(seed, n=n, d=d, c=3)
+    assert float(transrate(f, y, eps=eps)) == pytest.approx(transrate_oracle(f, y, eps), rel=1e-9)
+
+
+def test_transrate_rejects_bad_eps():
+    f, y = classification(0)
+    with pytest.raises(ValueError, match="eps must be positive"):
+        transrate(f, y, eps=0.0)
