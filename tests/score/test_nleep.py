@@ -25,7 +25,7 @@ def em_oracle(z, resp, tol=1e-3, max_iter=100):
 
 
 def test_em_matches_oracle(x64):
-    f, y = classification(0, n=120, d=3, c=3, separation=3.0)
+    f, _ = classification(0, n=120, d=3, c=3, separation=3.0)
     init = np.eye(6)[np.arange(120) % 6]  # a deliberately poor start: EM has work to do
     got = np.asarray(em_posteriors(f, init, tol=1e-3, max_iter=100))
     np.testing.assert_allclose(got, em_oracle(f, init), atol=1e-6)
