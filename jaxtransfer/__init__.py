@@ -1,9 +1,14 @@
 """jaxtransfer: transfer learning in JAX — which pre-trained model to fine-tune, and how."""
 
+from jaxtransfer import score
 from jaxtransfer.score import (
     LogME,
     LogMEEvidence,
     LogMEStats,
+    gbc,
+    hscore,
+    hscore_regularized,
+    leep,
     logme,
     logme_evidence,
     logme_evidence_from_stats,
@@ -13,7 +18,13 @@ from jaxtransfer.score import (
     logme_stats,
     logme_streaming,
     merge_stats,
+    nce,
+    nleep,
+    parc,
+    sfda,
+    transrate,
 )
+from jaxtransfer.select import Ranking, rank, weighted_tau
 
 __version__ = "0.1.0"
 
@@ -21,7 +32,12 @@ __all__ = [
     "LogME",
     "LogMEEvidence",
     "LogMEStats",
+    "Ranking",
     "__version__",
+    "gbc",
+    "hscore",
+    "hscore_regularized",
+    "leep",
     "logme",
     "logme_evidence",
     "logme_evidence_from_stats",
@@ -31,4 +47,12 @@ __all__ = [
     "logme_stats",
     "logme_streaming",
     "merge_stats",
+    "nce",
+    "nleep",
+    "parc",
+    "rank",
+    "score",
+    "sfda",
+    "transrate",
+    "weighted_tau",
 ]

@@ -1,12 +1,87 @@
-"""The ``jaxtransfer`` command line."""
+"""The ``jaxtransfer`` command line: ``jaxtransfer demo`` and ``jaxtransfer rank``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
+
+import numpy as np
 
 __all__ = ["main"]
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def _load_array(spec: str, key: str | None = None) -> np.ndarray:
+    """Loads ``path`` or ``path:key`` (.npy, .npz, .safetensors, .txt/.csv)."""
+    path, _, inline_key = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
+    key = inline_key or key
+    p = Path(path)
+    if not p.exists():
+        raise CLIError(f"no such file: {path}")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(p, allow_pickle=False)
+        if suffix in (".txt", ".csv"):
+            return np.loadtxt(p, delimiter="," if suffix == ".csv" else None)
+        if suffix == ".npz":
+            with np.load(p, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        elif suffix == ".safetensors":
+            try:
+                from safetensors.numpy import load_file
+            except ImportError as err:
+                raise CLIError(f"{path}: reading .safetensors needs `pip install safetensors`") from err
+            arrays = load_file(str(p))
+        else:
+            raise CLIError(f"{path}: unsupported file type {suffix!r} (use .npy, .npz, .safetensors, .txt, .csv)")
+    except (OSError, ValueError) as err:
+        raise CLIError(f"{path}: cannot read: {err}") from err
+    if key is not None:
+        if key not in arrays:
+            raise CLIError(f"{path}: no array named {key!r}; it holds {sorted(arrays)}")
+        return arrays[key]
+    if len(arrays) != 1:
+        raise CLIError(f"{path} holds {len(arrays)} arrays {sorted(arrays)}: pick one with {path}:NAME or --key")
+    return next(iter(arrays.values()))
+
+
+def _rank(args) -> int:
+    from jaxtransfer.select import rank
+
+    labels = _load_array(args.labels)
+    if not args.regression:
+        if labels.ndim != 1:
+            raise CLIError(f"{args.labels}: labels must be 1-D class ids; got shape {labels.shape}")
+        if np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)):
+            labels = labels.astype(np.int64)  # text files store class ids as floats
+    features = {}
+    for spec in args.models:
+        name = Path(spec.partition(":")[0] if not Path(spec).exists() else spec).stem
+        if ":" in spec and not Path(spec).exists():
+            name += ":" + spec.partition(":")[2]
+        if name in features:
+            raise CLIError(f"two models are named {name!r}; rename one of the files")
+        f = _load_array(spec, args.key)
+        if f.ndim != 2 and not (args.score == ["nce"] and f.ndim == 1):
+            raise CLIError(f"{spec}: features must be 2-D (n, D); got shape {f.shape}")
+        if f.shape[0] != labels.shape[0]:
+            raise CLIError(f"{spec}: {f.shape[0]} rows but {args.labels} has {labels.shape[0]} labels")
+        features[name] = f
+    kwargs = {"regression": True} if args.regression else {}
+    try:
+        ranking = rank(features, labels, score=args.score or ["logme"], **kwargs)
+    except (TypeError, ValueError) as err:
+        raise CLIError(str(err)) from err
+    print(ranking)
+    if args.json:
+        ranking.to_json(args.json)
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,6 +94,31 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of the random feature maps (default 0)")
     demo.add_argument("--no-probe", action="store_true", help="skip the logistic-regression ground truth")
     demo.add_argument("--json", metavar="PATH", help="also write the table to this JSON file")
+
+    from jaxtransfer.select import SCORES
+
+    r = sub.add_parser(
+        "rank",
+        help="rank models by transferability scores of their features",
+        description=(
+            "Rank candidate models by transferability scores computed from their features on your labelled target "
+            "data. Each MODEL file holds one model's (n, D) features (.npy, .npz, .safetensors, .txt, .csv; "
+            "PATH:NAME picks an array from an .npz/.safetensors file); the model is named after the file. For "
+            "--score leep the file holds the source model's (n, C_s) softmax outputs, for --score nce its outputs "
+            "or (n,) hard labels."
+        ),
+    )
+    r.add_argument("models", nargs="+", metavar="MODEL", help="feature file of one candidate model")
+    r.add_argument("--labels", required=True, metavar="FILE", help="(n,) class ids (or targets with --regression)")
+    r.add_argument(
+        "--score",
+        action="append",
+        choices=sorted(SCORES),
+        help="score to compute (repeat for several columns; rows sorted by the first; default logme)",
+    )
+    r.add_argument("--regression", action="store_true", help="labels are real-valued targets (LogME only)")
+    r.add_argument("--key", metavar="NAME", help="array name to read from every .npz/.safetensors file")
+    r.add_argument("--json", metavar="PATH", help="also write the ranked table to this JSON file")
     return parser
 
 
@@ -31,7 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump(table, fh, indent=2)
-    return 0
+        return 0
+    try:
+        return _rank(args)
+    except CLIError as err:
+        print(f"jaxtransfer rank: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -29,3 +29,67 @@ def test_unknown_command_exits_non_zero():
     res = subprocess.run([sys.executable, "-m", "jaxtransfer.cli", "frobnicate"], capture_output=True, text=True)
     assert res.returncode != 0
     assert "invalid choice" in res.stderr
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "jaxtransfer.cli", *args], capture_output=True, text=True)
+
+
+def _write_zoo(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 120)
+    np.save(tmp_path / "labels.npy", y)
+    np.save(tmp_path / "strong.npy", 3 * np.eye(3)[y] + rng.normal(size=(120, 3)))
+    np.savez(tmp_path / "bundle.npz", weak=rng.normal(size=(120, 4)), other=rng.normal(size=(120, 2)))
+    np.savetxt(tmp_path / "labels.txt", y)
+    return y
+
+
+def test_rank_cli_prints_and_writes_json(tmp_path):
+    _write_zoo(tmp_path)
+    out = tmp_path / "rank.json"
+    res = _run(
+        "rank", "--labels", str(tmp_path / "labels.npy"), "--score", "logme", "--score", "hscore",
+        str(tmp_path / "strong.npy"), f"{tmp_path / 'bundle.npz'}:weak", "--json", str(out),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert "logme" in lines[0] and "hscore" in lines[0]
+    assert "strong" in lines[1] and "bundle:weak" in lines[2]
+    data = json.loads(out.read_text())
+    assert [r["model"] for r in data["rows"]] == ["strong", "bundle:weak"]
+
+
+def test_rank_cli_reads_text_labels_and_key(tmp_path):
+    _write_zoo(tmp_path)
+    res = _run("rank", "--labels", str(tmp_path / "labels.txt"), "--key", "weak", str(tmp_path / "bundle.npz"))
+    assert res.returncode == 0, res.stderr
+    assert "bundle" in res.stdout
+
+
+def test_rank_cli_errors_are_one_line(tmp_path):
+    import numpy as np
+
+    _write_zoo(tmp_path)
+    np.save(tmp_path / "short.npy", np.ones((10, 3)))
+    cases = [
+        (["--labels", str(tmp_path / "missing.npy"), str(tmp_path / "strong.npy")], "no such file"),
+        (["--labels", str(tmp_path / "labels.npy"), str(tmp_path / "short.npy")], "10 rows but"),
+        (["--labels", str(tmp_path / "labels.npy"), str(tmp_path / "bundle.npz")], "holds 2 arrays"),
+        (["--labels", str(tmp_path / "labels.npy"), f"{tmp_path / 'bundle.npz'}:nope"], "no array named 'nope'"),
+        (["--labels", str(tmp_path / "labels.npy"), str(tmp_path / "labels.txt")], "features must be 2-D"),
+    ]
+    for args, match in cases:
+        res = _run("rank", *args)
+        assert res.returncode == 2, (args, res.stdout)
+        assert match in res.stderr, (match, res.stderr)
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_rank_cli_help_documents_everything():
+    res = _run("rank", "--help")
+    assert res.returncode == 0
+    for flag in ("--labels", "--score", "--regression", "--key", "--json", "leep"):
+        assert flag in res.stdout

@@ -1,0 +1,221 @@
+"""Model selection: rank a zoo of pre-trained models by transferability scores, and check a ranking.
+
+The LogME paper measures how well a score ranks models by the weighted Kendall tau between the scores and the
+fine-tuned accuracies (``scipy.stats.weightedtau``, which weighs the top of the ranking more). A tau_w of t means,
+roughly, that a pair of models ordered by the score is ordered the same way by the ground truth with probability
+(t + 1) / 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from jaxtransfer import score as _score
+
+__all__ = ["SCORES", "Ranking", "rank", "weighted_tau"]
+
+SCORES: dict[str, Callable] = {
+    "logme": _score.logme,
+    "leep": _score.leep,
+    "nce": _score.nce,
+    "hscore": _score.hscore,
+    "hscore_regularized": _score.hscore_regularized,
+    "transrate": _score.transrate,
+    "nleep": _score.nleep,
+    "gbc": _score.gbc,
+    "sfda": _score.sfda,
+    "parc": _score.parc,
+}
+_CLASS_ONLY = set(SCORES) - {"logme"}  # every score but LogME needs class labels
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranking:
+    """Models sorted by the first score, best first; one column per score.
+
+    Attributes:
+        models: model names, best first by ``primary``.
+        scores: score name -> values, aligned with ``models``.
+        seconds: score name -> wall time of each model's score, aligned with ``models``.
+        primary: the score the rows are sorted by.
+    """
+
+    models: tuple[str, ...]
+    scores: dict[str, tuple[float, ...]]
+    seconds: dict[str, tuple[float, ...]]
+    primary: str
+
+    @property
+    def best(self) -> str:
+        return self.models[0]
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict: ``{"primary": ..., "rows": [{"rank", "model", <score>: value, ...}, ...]}``."""
+        rows = []
+        for i, m in enumerate(self.models):
+            row = {"rank": i + 1, "model": m}
+            row.update({s: v[i] for s, v in self.scores.items()})
+            row.update({f"{s}_seconds": v[i] for s, v in self.seconds.items()})
+            rows.append(row)
+        return {"primary": self.primary, "rows": rows}
+
+    def to_json(self, path: str | None = None) -> str:
+        """The table as JSON text; also written to ``path`` if given."""
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            with open(path, "w") as fh:
+                fh.write(text + "\n")
+        return text
+
+    def __str__(self) -> str:
+        width = max(5, *(len(m) for m in self.models))
+        cols = list(self.scores)
+        head = f"{'rank':>4}  {'model':<{width}}" + "".join(f"{c:>20}" for c in cols)
+        lines = [head]
+        for i, m in enumerate(self.models):
+            lines.append(f"{i + 1:>4}  {m:<{width}}" + "".join(f"{self.scores[c][i]:>20.6g}" for c in cols))
+        return "\n".join(lines)
+
+    def plot(self, score: str | None = None, ax=None):
+        """A horizontal bar chart of one score (default: the primary), best on top. Needs matplotlib."""
+        import matplotlib.pyplot as plt
+
+        score = self.primary if score is None else score
+        if score not in self.scores:
+            raise KeyError(f"no score {score!r} in this ranking; have {list(self.scores)}.")
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 0.4 * len(self.models) + 1))
+        ax.barh(list(self.models)[::-1], list(self.scores[score])[::-1])
+        ax.set_xlabel(score)
+        ax.set_title(f"models ranked by {self.primary}")
+        return ax
+
+
+def _resolve(score) -> list[tuple[str, Callable]]:
+    items = score if isinstance(score, list | tuple) else [score]
+    if not items:
+        raise ValueError("score must name at least one score.")
+    out = []
+    for s in items:
+        if isinstance(s, str):
+            if s not in SCORES:
+                raise ValueError(f"unknown score {s!r}; choose from {sorted(SCORES)} or pass a callable.")
+            out.append((s, SCORES[s]))
+        elif callable(s):
+            out.append((getattr(s, "__name__", "score"), s))
+        else:
+            raise TypeError(f"score must be a name or a callable; got {type(s).__name__}.")
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate score names {names}.")
+    return out
+
+
+def rank(
+    features_by_model: Mapping[str, object],
+    labels,
+    score: str | Callable | Sequence[str | Callable] = "logme",
+    *,
+    progress: bool | None = None,
+    **score_kwargs,
+) -> Ranking:
+    """Scores every model and returns them ranked, best first.
+
+    Args:
+        features_by_model: model name -> its (n, D) features of the target data (for ``"leep"``: the source
+            model's (n, C_s) softmax outputs; for ``"nce"``: its (n,) hard source labels or (n, C_s) outputs).
+        labels: (n,) class ids (or, for LogME with ``regression=True``, targets).
+        score: a score name (see ``SCORES``), a callable ``f(features, labels, **kw) -> scalar``, or a list of
+            them (one column each; the rows are sorted by the first).
+        progress: show a tqdm progress bar (default: when there are more than 5 models).
+        **score_kwargs: passed to every score (e.g. ``regression=True`` for LogME).
+
+    Returns:
+        A :class:`Ranking`.
+
+    Raises:
+        ValueError: no models, an unknown score, or a score that fails on a model (the message names it).
+    """
+    if not isinstance(features_by_model, Mapping) or not features_by_model:
+        raise ValueError("features_by_model must be a non-empty dict of model name -> features.")
+    scorers = _resolve(score)
+    if score_kwargs.get("regression") and any(n in _CLASS_ONLY for n, _ in scorers):
+        raise ValueError(f"only logme supports regression=True; got scores {[n for n, _ in scorers]}.")
+    names = list(features_by_model)
+    it = names
+    if progress or (progress is None and len(names) > 5):
+        try:
+            from tqdm.auto import tqdm
+
+            it = tqdm(names, desc="scoring models", unit="model")
+        except ImportError:
+            pass
+    values = {n: [] for n, _ in scorers}
+    seconds = {n: [] for n, _ in scorers}
+    for model in it:
+        for name, fn in scorers:
+            x = features_by_model[model]
+            if name == "nce" and np.ndim(x) == 2:
+                x = np.argmax(np.asarray(x), axis=1)
+            start = time.perf_counter()
+            try:
+                v = float(fn(x, labels, **score_kwargs))
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"model {model!r}, score {name!r}: {err}") from err
+            seconds[name].append(time.perf_counter() - start)
+            values[name].append(v)
+    primary = scorers[0][0]
+    order = sorted(range(len(names)), key=lambda i: -values[primary][i])
+    return Ranking(
+        models=tuple(names[i] for i in order),
+        scores={n: tuple(v[i] for i in order) for n, v in values.items()},
+        seconds={n: tuple(v[i] for i in order) for n, v in seconds.items()},
+        primary=primary,
+    )
+
+
+def weighted_tau(scores, ground_truth) -> float:
+    """Weighted Kendall tau between predicted scores and a ground truth (e.g. fine-tuned accuracies).
+
+    Uses ``scipy.stats.weightedtau`` with its defaults (hyperbolic weights on the ranks, averaged over both
+    orders), as the LogME paper does. 1: the same order; -1: reversed; a pair of models ordered by the score is
+    ordered the same way by the ground truth with probability about (tau + 1) / 2.
+
+    Args:
+        scores: a sequence of scores, a dict model -> score, or a :class:`Ranking` (its primary score).
+        ground_truth: a sequence aligned with ``scores``, or a dict model -> value (aligned by name).
+
+    Returns:
+        tau_w as a Python float.
+
+    Raises:
+        ValueError: on fewer than 2 models, different lengths or model names, or NaN/Inf.
+    """
+    from scipy.stats import weightedtau
+
+    if isinstance(scores, Ranking):
+        scores = dict(zip(scores.models, scores.scores[scores.primary], strict=True))
+    if isinstance(scores, Mapping) != isinstance(ground_truth, Mapping):
+        raise ValueError("scores and ground_truth must both be dicts (aligned by model name) or both sequences.")
+    if isinstance(scores, Mapping):
+        if set(scores) != set(ground_truth):
+            missing = sorted(set(scores) ^ set(ground_truth))
+            raise ValueError(f"scores and ground_truth name different models: {missing}.")
+        keys = list(scores)
+        scores, ground_truth = [scores[k] for k in keys], [ground_truth[k] for k in keys]
+    x, y = np.asarray(scores, np.float64), np.asarray(ground_truth, np.float64)
+    if x.ndim != 1 or x.shape != y.shape:
+        raise ValueError(f"scores and ground_truth must be 1-D of the same length; got {x.shape} and {y.shape}.")
+    if x.size < 2:
+        raise ValueError("weighted_tau needs at least 2 models.")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("scores and ground_truth must be finite.")
+    return float(weightedtau(x, y).statistic)
