@@ -68,7 +68,7 @@ def test_ranking_serialises_and_plots(tmp_path):
 def test_rank_errors_name_the_model():
     zoo, y = _zoo()
     zoo["broken"] = np.full((150, 6), np.nan)
-    with pytest.raises(ValueError, match="model 'broken', score 'logme'.*NaN"):
+    with pytest.raises(ValueError, match=r"model 'broken', score 'logme'.*NaN"):
         rank(zoo, y)
     with pytest.raises(ValueError, match="unknown score 'logmee'"):
         rank(_zoo()[0], y, score="logmee")
