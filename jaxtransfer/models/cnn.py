@@ -1,0 +1,54 @@
+"""A small residual CNN: conv stem, residual blocks (conv, norm, GELU), global average pooling, head."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+__all__ = ["CNN"]
+
+
+class _Block(nnx.Module):
+    def __init__(self, channels: int, *, norm: str, rngs: nnx.Rngs):
+        self.conv1 = nnx.Conv(channels, channels, (3, 3), rngs=rngs)
+        self.norm1 = _norm(norm, channels, rngs)
+        self.conv2 = nnx.Conv(channels, channels, (3, 3), rngs=rngs)
+        self.norm2 = _norm(norm, channels, rngs)
+
+    def __call__(self, x):
+        h = jax.nn.gelu(self.norm1(self.conv1(x)))
+        return jax.nn.gelu(x + self.norm2(self.conv2(h)))
+
+
+def _norm(kind: str, channels: int, rngs: nnx.Rngs):
+    if kind == "layer":
+        return nnx.LayerNorm(channels, rngs=rngs)
+    if kind == "batch":
+        return nnx.BatchNorm(channels, use_running_average=False, rngs=rngs)
+    raise ValueError(f"norm must be 'layer' or 'batch'; got {kind!r}.")
+
+
+class CNN(nnx.Module):
+    """Images (n, H, W, C_in) -> conv stem -> ``depth`` residual blocks -> mean over H, W -> head.
+
+    ``norm="layer"`` (default; no batch statistics) or ``"batch"`` (BatchNorm: call ``model.eval()`` for
+    inference). ``features(x)`` is the pooled (n, channels) representation.
+    """
+
+    def __init__(
+        self, in_channels: int, channels: int, depth: int, num_outputs: int, *, norm: str = "layer", rngs: nnx.Rngs
+    ):
+        self.stem = nnx.Conv(in_channels, channels, (3, 3), rngs=rngs)
+        self.stem_norm = _norm(norm, channels, rngs)
+        self.blocks = nnx.List([_Block(channels, norm=norm, rngs=rngs) for _ in range(depth)])
+        self.head = nnx.Linear(channels, num_outputs, rngs=rngs)
+
+    def features(self, x: jax.Array) -> jax.Array:
+        x = jax.nn.gelu(self.stem_norm(self.stem(x)))
+        for block in self.blocks:
+            x = block(x)
+        return jnp.mean(x, axis=(1, 2))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.head(self.features(x))

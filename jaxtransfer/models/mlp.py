@@ -1,0 +1,30 @@
+"""A multi-layer perceptron with a replaceable head."""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+__all__ = ["MLP"]
+
+
+class MLP(nnx.Module):
+    """x (..., in_features) -> hidden layers (Linear, GELU) -> head (Linear).
+
+    ``features(x)`` is the penultimate representation (the last hidden layer's activations); ``head`` maps it to
+    ``num_outputs`` logits or regression outputs and can be replaced (``model.head = nnx.Linear(...)``).
+    """
+
+    def __init__(self, in_features: int, hidden: tuple[int, ...], num_outputs: int, *, rngs: nnx.Rngs):
+        sizes = (in_features, *hidden)
+        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes, sizes[1:], strict=False)])
+        self.head = nnx.Linear(sizes[-1], num_outputs, rngs=rngs)
+
+    def features(self, x: jax.Array) -> jax.Array:
+        x = x.reshape(x.shape[0], -1)
+        for layer in self.layers:
+            x = jax.nn.gelu(layer(x))
+        return x
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.head(self.features(x))

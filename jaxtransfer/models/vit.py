@@ -1,0 +1,66 @@
+"""A tiny Vision Transformer: patch embedding, pre-norm blocks (multi-head attention, GELU MLP), class token."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+__all__ = ["TinyViT"]
+
+
+class _Block(nnx.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, *, rngs: nnx.Rngs):
+        self.norm1 = nnx.LayerNorm(dim, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(heads, dim, decode=False, deterministic=True, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(dim, rngs=rngs)
+        self.fc1 = nnx.Linear(dim, mlp_ratio * dim, rngs=rngs)
+        self.fc2 = nnx.Linear(mlp_ratio * dim, dim, rngs=rngs)
+
+    def __call__(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.fc2(jax.nn.gelu(self.fc1(self.norm2(x))))
+
+
+class TinyViT(nnx.Module):
+    """Images (n, H, W, C_in) -> non-overlapping ``patch`` x ``patch`` patches -> ``depth`` blocks -> class token.
+
+    ``features(x)`` is the final LayerNorm of the class token (n, dim); ``head`` maps it to the outputs.
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        in_channels: int,
+        patch: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        num_outputs: int,
+        *,
+        mlp_ratio: int = 2,
+        rngs: nnx.Rngs,
+    ):
+        if image_size % patch:
+            raise ValueError(f"image_size {image_size} must be a multiple of patch {patch}.")
+        tokens = (image_size // patch) ** 2 + 1
+        self.patch_embed = nnx.Conv(
+            in_channels, dim, (patch, patch), strides=(patch, patch), padding="VALID", rngs=rngs
+        )
+        self.cls_token = nnx.Param(jnp.zeros((1, 1, dim)))
+        self.pos_embed = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, tokens, dim)))
+        self.blocks = nnx.List([_Block(dim, heads, mlp_ratio, rngs=rngs) for _ in range(depth)])
+        self.norm = nnx.LayerNorm(dim, rngs=rngs)
+        self.head = nnx.Linear(dim, num_outputs, rngs=rngs)
+
+    def features(self, x: jax.Array) -> jax.Array:
+        p = self.patch_embed(x)
+        p = p.reshape(p.shape[0], -1, p.shape[-1])
+        cls = jnp.broadcast_to(self.cls_token[...], (p.shape[0], 1, p.shape[-1]))
+        h = jnp.concatenate([cls, p], axis=1) + self.pos_embed[...]
+        for block in self.blocks:
+            h = block(h)
+        return self.norm(h[:, 0])
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.head(self.features(x))
