@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 from flax import nnx
 
@@ -17,7 +19,7 @@ class MLP(nnx.Module):
 
     def __init__(self, in_features: int, hidden: tuple[int, ...], num_outputs: int, *, rngs: nnx.Rngs):
         sizes = (in_features, *hidden)
-        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes, sizes[1:], strict=False)])
+        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in itertools.pairwise(sizes)])
         self.head = nnx.Linear(sizes[-1], num_outputs, rngs=rngs)
 
     def features(self, x: jax.Array) -> jax.Array:
