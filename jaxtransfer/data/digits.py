@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["load_digits"]
+__all__ = ["digits_transfer", "load_digits"]
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -22,3 +22,20 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
     bunch = _sk_load()
     images = (np.asarray(bunch.images, np.float32) / 16.0).astype(np.float32)
     return images, np.asarray(bunch.target, np.int32)
+
+
+def digits_transfer(*, seed: int = 0, target_train_fraction: float = 0.5) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A real transfer task on the digits: pre-train on classes 0-4, transfer to classes 5-9 (relabelled 0-4).
+
+    Returns:
+        ``{"source": (x, y), "target_train": (x, y), "target_test": (x, y)}`` with images (n, 8, 8, 1) float32
+        in [0, 1] and int32 labels in [0, 5); the target samples are split at random (``seed``).
+    """
+    images, labels = load_digits()
+    x = images[..., None]
+    source = labels < 5
+    xt, yt = x[~source], labels[~source] - 5
+    perm = np.random.default_rng(seed).permutation(len(yt))
+    cut = int(target_train_fraction * len(yt))
+    tr, te = perm[:cut], perm[cut:]
+    return {"source": (x[source], labels[source]), "target_train": (xt[tr], yt[tr]), "target_test": (xt[te], yt[te])}

@@ -43,7 +43,12 @@ class SSF(nnx.Module):
         self.beta = SSFParam(init_std * jax.random.normal(key_b, shape))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return x * self.gamma[...] + self.beta[...]
+        return x * _trailing(self.gamma[...], x.ndim) + _trailing(self.beta[...], x.ndim)
+
+
+def _trailing(v: jax.Array, ndim: int) -> jax.Array:
+    """``v`` with leading unit axes so that it broadcasts over the trailing axes of an ndim array."""
+    return v.reshape((1,) * (ndim - v.ndim) + v.shape)
 
 
 class SSFAdapted(nnx.Module):
@@ -152,7 +157,7 @@ def _fold(base: nnx.Module, ssf: SSF) -> None:
     """Folds ``ssf`` into ``base`` in place (``_fold_check(base)`` must be None)."""
     gamma, beta = ssf.gamma[...], ssf.beta[...]
     weight = base.kernel if isinstance(base, _LINEAR) else base.scale  # output axes are the trailing ones
-    weight[...] = (weight[...] * gamma).astype(weight[...].dtype)
+    weight[...] = (weight[...] * _trailing(gamma, weight[...].ndim)).astype(weight[...].dtype)
     base.bias[...] = (gamma * base.bias[...] + beta).astype(base.bias[...].dtype)
 
 

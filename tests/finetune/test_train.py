@@ -1,0 +1,63 @@
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from jaxtransfer.finetune import evaluate, finetune, inject_ssf
+from jaxtransfer.models import MLP
+
+rng = np.random.default_rng(0)
+X = rng.normal(size=(256, 6)).astype(np.float32)
+W = rng.normal(size=(6, 3))
+Y = np.argmax(X @ W, 1).astype(np.int32)
+
+
+def _mlp(out=3):
+    return MLP(6, (16,), out, rngs=nnx.Rngs(0))
+
+
+def test_loss_falls_and_history_has_eval():
+    opt = optax.adam(1e-2)
+    _, hist = finetune(_mlp(), (X, Y), strategy="full", optimizer=opt, epochs=8, eval_data=(X, Y), progress=False)
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    assert hist[-1]["eval_accuracy"] > 0.8
+    assert [h["epoch"] for h in hist] == list(range(1, 9))
+
+
+def test_deterministic_given_the_seed():
+    a = finetune(inject_ssf(_mlp()), (X, Y), epochs=2, progress=False, seed=3)[1]
+    b = finetune(inject_ssf(_mlp()), (X, Y), epochs=2, progress=False, seed=3)[1]
+    assert a == b
+
+
+def test_regression_head():
+    t = (X @ W[:, :1]).astype(np.float32)[:, 0]
+    opt = optax.adam(1e-2)
+    model, hist = finetune(
+        _mlp(1), (X, t), strategy="full", optimizer=opt, task="regression", epochs=20, progress=False
+    )
+    assert hist[-1]["train_neg_mse"] > hist[0]["train_neg_mse"]
+    assert evaluate(model, (X, t), task="regression")["neg_mse"] > -0.5
+
+
+def test_input_model_is_not_changed():
+    model = _mlp()
+    before = model(X[:4])
+    finetune(model, (X, Y), strategy="full", epochs=1, progress=False)
+    np.testing.assert_array_equal(np.asarray(model(X[:4])), np.asarray(before))
+
+
+@pytest.mark.parametrize(
+    ("data", "kwargs", "match"),
+    [
+        ((X, Y[:-1]), {}, "256 inputs but 255 targets"),
+        ((X[:0], Y[:0]), {}, "empty"),
+        ((np.full_like(X, np.nan), Y), {}, "NaN"),
+        ((X, Y), {"batch_size": 1000}, "larger than the 256"),
+        ((X, Y), {"task": "ranking"}, "task must be"),
+        (X, {}, "must be a pair"),
+    ],
+)
+def test_bad_input(data, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        finetune(_mlp(), data, strategy="full", progress=False, **kwargs)
