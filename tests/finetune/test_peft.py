@@ -76,5 +76,5 @@ def test_strategy_errors():
         finetune(_vit(), (X, Y), strategy="lora", progress=False)
     with pytest.raises(ValueError, match="rank must be"):
         inject_lora(_vit(), rank=0)
-    with pytest.raises(ValueError, match="selects no nnx.Linear"):
+    with pytest.raises(ValueError, match=r"selects no nnx\.Linear"):
         inject_lora(_vit(), rank=2, where="nothing")

@@ -97,7 +97,7 @@ def test_unfoldable_sites_are_reported_never_dropped():
 
     x = jnp.ones((2, 4))
     adapted = _perturb(inject_ssf(NoBias()))
-    with pytest.raises(ValueError, match="lin.*no bias"):
+    with pytest.raises(ValueError, match=r"lin.*no bias"):
         merge_ssf(adapted)
     with pytest.warns(UserWarning, match="SSF kept"):
         kept = merge_ssf(adapted, strict=False)
