@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -85,7 +86,8 @@ def finetune(
         progress: tqdm progress bar with loss and metric.
 
     Returns:
-        (trained model, history: one dict per epoch with ``loss``, the train metric and the eval metrics).
+        (trained model, history: one dict per epoch with ``loss``, the train metric, the eval metrics and
+        ``seconds``, the epoch's wall time, compilation included in the first).
 
     Raises:
         ValueError: unknown strategy or task, no SSF / LoRA parameters for those strategies, bad data.
@@ -127,6 +129,7 @@ def finetune(
         except ImportError:
             pass
     for epoch in range(epochs):
+        started = time.perf_counter()
         order = rng.permutation(len(x))
         losses, metrics = [], []
         model.train()
@@ -138,10 +141,12 @@ def finetune(
             if bar is not None:
                 bar.update(1)
         loss, metric = float(jnp.mean(jnp.stack(losses))), float(jnp.mean(jnp.stack(metrics)))
+        seconds = time.perf_counter() - started  # the first epoch includes compilation
         if not math.isfinite(loss):
             raise FloatingPointError(f"the training loss became {loss} in epoch {epoch}; lower the learning rate.")
         record = {
             "epoch": epoch + 1,
+            "seconds": seconds,
             "loss": loss,
             "train_" + ("accuracy" if task == "classification" else "neg_mse"): metric,
         }
