@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -25,19 +27,23 @@ def _loss(out, y, task):
     return loss, -loss
 
 
-@nnx.jit(static_argnames=("task",))
-def _eval_step(model, x, y, task):
-    return _loss(model(x), y, task)
+@functools.partial(jax.jit, static_argnames=("graphdef", "task"))
+def _eval_step(graphdef, state, x, y, task):
+    return _loss(nnx.merge(graphdef, state)(x), y, task)
 
 
 def evaluate(model: nnx.Module, data, *, task: str = "classification", batch_size: int = 256) -> dict:
-    """Mean loss and accuracy (classification) or negative MSE (regression) over ``data = (x, y)``."""
+    """Mean loss and accuracy (classification) or negative MSE (regression) over ``data = (x, y)``.
+
+    Puts the model in eval mode (``model.eval()``: BatchNorm uses its running statistics).
+    """
     x, y = data
     model.eval()
+    graphdef, state = nnx.split(model)
     total, metric, n = 0.0, 0.0, len(y)
     for start in range(0, n, batch_size):
         xb, yb = jnp.asarray(x[start : start + batch_size]), jnp.asarray(y[start : start + batch_size])
-        loss, m = _eval_step(model, xb, yb, task)
+        loss, m = _eval_step(graphdef, state, xb, yb, task)
         total += float(loss) * len(yb)
         metric += float(m) * len(yb)
     key = "accuracy" if task == "classification" else "neg_mse"
@@ -107,16 +113,22 @@ def finetune(
         raise ValueError(f"batch_size={batch_size} is larger than the {len(x)} training samples.")
     model = nnx.clone(model)
     model.train()
-    opt = nnx.Optimizer(model, optimizer or optax.adam(1e-3), wrt=wrt)
+    tx = optimizer or optax.adam(1e-3)
+    # The model is split into the trained parameters and everything else; a pure jax.jit step differentiates the
+    # former only (the rest, e.g. BatchNorm statistics, is threaded through). This works in NNX graph and tree mode.
+    graphdef, params, rest = nnx.split(model, wrt, ...)
+    opt_state = tx.init(params)
 
-    @nnx.jit
-    def step(model, opt, xb, yb):
-        def loss_fn(model):
-            return _loss(model(xb), yb, task)
+    @jax.jit
+    def step(params, rest, opt_state, xb, yb):
+        def loss_fn(params, rest):
+            m = nnx.merge(graphdef, params, rest, copy=True)  # fresh Variables at this trace level
+            loss, metric = _loss(m(xb), yb, task)
+            return loss, (metric, nnx.split(m, wrt, ...)[2])
 
-        (loss, metric), grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, wrt), has_aux=True)(model)
-        opt.update(model, grads)
-        return loss, metric
+        (loss, (metric, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), rest, opt_state, loss, metric
 
     rng = np.random.default_rng(seed)
     history = []
@@ -132,10 +144,11 @@ def finetune(
         started = time.perf_counter()
         order = rng.permutation(len(x))
         losses, metrics = [], []
-        model.train()
         for i in range(steps_per_epoch):
             idx = order[i * batch_size : (i + 1) * batch_size]
-            loss, metric = step(model, opt, jnp.asarray(x[idx]), jnp.asarray(y[idx]))
+            params, rest, opt_state, loss, metric = step(
+                params, rest, opt_state, jnp.asarray(x[idx]), jnp.asarray(y[idx])
+            )
             losses.append(loss)
             metrics.append(metric)
             if bar is not None:
@@ -151,11 +164,13 @@ def finetune(
             "train_" + ("accuracy" if task == "classification" else "neg_mse"): metric,
         }
         if eval_data is not None:
-            record.update({f"eval_{k}": v for k, v in evaluate(model, eval_data, task=task).items()})
+            snapshot = nnx.merge(graphdef, params, rest)
+            record.update({f"eval_{k}": v for k, v in evaluate(snapshot, eval_data, task=task).items()})
         history.append(record)
         if bar is not None:
             bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
     if bar is not None:
         bar.close()
+    model = nnx.merge(graphdef, params, rest)
     model.eval()
     return model, history

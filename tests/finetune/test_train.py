@@ -27,7 +27,10 @@ def test_loss_falls_and_history_has_eval():
 def test_deterministic_given_the_seed():
     a = finetune(inject_ssf(_mlp()), (X, Y), epochs=2, progress=False, seed=3)[1]
     b = finetune(inject_ssf(_mlp()), (X, Y), epochs=2, progress=False, seed=3)[1]
-    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in a], [{k: v for k, v in h.items() if k != "seconds"} for h in b]
+    strip = (
+        [{k: v for k, v in h.items() if k != "seconds"} for h in a],
+        [{k: v for k, v in h.items() if k != "seconds"} for h in b],
+    )
     assert strip[0] == strip[1]
 
 
@@ -62,3 +65,20 @@ def test_input_model_is_not_changed():
 def test_bad_input(data, kwargs, match):
     with pytest.raises(ValueError, match=match):
         finetune(_mlp(), data, strategy="full", progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("graph_mode", [True, False], ids=["graph-mode", "tree-mode"])
+def test_inject_finetune_merge_in_both_nnx_modes(graph_mode):
+    from jaxtransfer.finetune import merge_ssf
+    from jaxtransfer.models import CNN
+
+    x = rng.normal(size=(64, 8, 8, 1)).astype(np.float32)
+    y = (np.arange(64) % 3).astype(np.int32)
+    with nnx.set_graph_mode(graph_mode):
+        model = inject_ssf(CNN(1, 4, 1, 3, norm="batch", rngs=nnx.Rngs(0)))
+        trained, hist = finetune(model, (x, y), epochs=2, batch_size=16, progress=False, eval_data=(x, y))
+        merged = merge_ssf(trained)
+        merged.eval()
+        trained.eval()
+        np.testing.assert_allclose(np.asarray(merged(x)), np.asarray(trained(x)), atol=1e-5)
+        assert np.isfinite(hist[-1]["eval_loss"])
