@@ -1,0 +1,229 @@
+"""Model soups and logit ensembles for any pytree (Wortsman et al., "Model soups", ICML 2022).
+
+Ingredients are pytrees of identical structure, shapes and dtypes (e.g. ``nnx.state(model, nnx.Param)`` of models
+fine-tuned from one pre-trained model, Linen params, Equinox arrays, raw dicts). Only floating-point leaves are
+averaged; other leaves (integer counters, RNG keys) are taken from the first ingredient. Averages accumulate in
+float32 (or float64 when the leaves are float64) and are cast back, so bf16 in gives bf16 out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+__all__ = ["GreedySoup", "ensemble", "evaluate_many", "greedy_soup", "learned_soup", "uniform_soup"]
+
+
+def _is_float(x) -> bool:
+    return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)
+
+
+def _acc_dtype(dtype):
+    return jnp.float64 if dtype == jnp.float64 else jnp.float32
+
+
+def _check_same(reference, other, index: int) -> None:
+    """Raises naming the first leaf where ``other`` differs from ``reference`` in structure, shape or dtype."""
+    ref_leaves = jax.tree_util.tree_leaves_with_path(reference)
+    try:
+        other_leaves = jax.tree.leaves(jax.tree.map(lambda _, y: y, reference, other))
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"ingredient {index} has a different tree structure from ingredient 0: {jax.tree.structure(other)} "
+            f"vs {jax.tree.structure(reference)}."
+        ) from err
+    for (path, a), b in zip(ref_leaves, other_leaves, strict=True):
+        name = jax.tree_util.keystr(path)
+        if np.shape(a) != np.shape(b):
+            raise ValueError(f"ingredient {index}, leaf {name}: shape {np.shape(b)} differs from {np.shape(a)}.")
+        if getattr(a, "dtype", None) != getattr(b, "dtype", None):
+            raise ValueError(f"ingredient {index}, leaf {name}: dtype {b.dtype} differs from {a.dtype}.")
+        if _is_float(b) and not bool(jnp.isfinite(b).all()):
+            raise ValueError(f"ingredient {index}, leaf {name} contains NaN or Inf.")
+
+
+def uniform_soup(ingredients: Iterable) -> object:
+    """The element-wise mean of the ingredients' floating-point leaves.
+
+    Args:
+        ingredients: a sequence, or any iterable (e.g. a generator restoring checkpoints one at a time: then at
+            most the running sum and one ingredient are in memory).
+
+    Returns:
+        A pytree like the first ingredient.
+
+    Raises:
+        ValueError: empty input, or an ingredient differing in structure, shape or dtype, or non-finite (the message
+            names the ingredient and the leaf).
+    """
+    first, total, count = None, None, 0
+    for i, ingredient in enumerate(ingredients):
+        if first is None:
+            first = ingredient
+            _check_same(first, ingredient, 0)
+            total = jax.tree.map(lambda x: x.astype(_acc_dtype(x.dtype)) if _is_float(x) else x, ingredient)
+        else:
+            _check_same(first, ingredient, i)
+            total = jax.tree.map(lambda t, x: t + x.astype(t.dtype) if _is_float(x) else t, total, ingredient)
+        count += 1
+    if first is None:
+        raise ValueError("uniform_soup needs at least one ingredient.")
+    return jax.tree.map(lambda t, x: (t / count).astype(x.dtype) if _is_float(x) else x, total, first)
+
+
+@dataclasses.dataclass(frozen=True)
+class GreedySoup:
+    """Result of :func:`greedy_soup`.
+
+    Attributes:
+        soup: the averaged parameters.
+        chosen: indices (into the input) of the ingredients in the soup, in the order they were added.
+        order: all indices, sorted by individual held-out score (best first).
+        individual_scores: held-out score of each ingredient (input order).
+        trace: held-out score of the soup after each candidate was considered (len = number of ingredients).
+    """
+
+    soup: object
+    chosen: tuple[int, ...]
+    order: tuple[int, ...]
+    individual_scores: tuple[float, ...]
+    trace: tuple[float, ...]
+
+
+def greedy_soup(
+    ingredients: Sequence, evaluate: Callable[[object], float], *, held_out_scores: Sequence[float] | None = None
+) -> GreedySoup:
+    """Greedy soup: sort by held-out score, then add each ingredient if the soup's held-out score does not drop.
+
+    Starting from the best ingredient, one pass over the others; the candidate soup is the uniform average of the
+    chosen ingredients plus the next one, kept if ``evaluate(candidate) >= evaluate(current soup)`` (Wortsman et
+    al., Algorithm 1). So the result is never worse on the held-out data than the best single ingredient.
+
+    Args:
+        ingredients: a sequence of pytrees (held in memory: greedy needs random access).
+        evaluate: held-out score of a pytree, higher is better (e.g. accuracy on a validation split).
+        held_out_scores: the ingredients' own scores if already known (saves one evaluation each).
+    """
+    ingredients = list(ingredients)
+    if not ingredients:
+        raise ValueError("greedy_soup needs at least one ingredient.")
+    for i, ing in enumerate(ingredients):
+        _check_same(ingredients[0], ing, i)
+    if held_out_scores is None:
+        scores = [float(evaluate(ing)) for ing in ingredients]
+    else:
+        scores = [float(s) for s in held_out_scores]
+        if len(scores) != len(ingredients):
+            raise ValueError(f"{len(scores)} held_out_scores for {len(ingredients)} ingredients.")
+    order = sorted(range(len(ingredients)), key=lambda i: -scores[i])
+    chosen = [order[0]]
+    soup, best = ingredients[order[0]], scores[order[0]]
+    trace = [best]
+    for i in order[1:]:
+        candidate = uniform_soup([ingredients[j] for j in [*chosen, i]])
+        score = float(evaluate(candidate))
+        if score >= best:
+            chosen.append(i)
+            soup, best = candidate, score
+        trace.append(best)
+    return GreedySoup(soup, tuple(chosen), tuple(order), tuple(scores), tuple(trace))
+
+
+def learned_soup(
+    ingredients: Sequence,
+    loss_fn: Callable[[object, object], jax.Array],
+    data,
+    *,
+    per_layer: bool = False,
+    optimizer: optax.GradientTransformation | None = None,
+    steps: int = 100,
+) -> tuple[object, object]:
+    """Learned soup: mixing weights softmax(logits) optimised on held-out data.
+
+    theta(alpha) = sum_k softmax(alpha)_k theta_k, with one logit per ingredient (``per_layer=False``) or one per
+    ingredient per leaf ("by layer", as published), optimised with ``optimizer`` (default ``optax.adam(0.1)``) for
+    ``steps`` full-batch steps of ``loss_fn(theta(alpha), data)``. The logits start at 0 (the uniform soup).
+
+    Returns:
+        (soup, mixing weights: an array (K,) or a pytree of (K,) arrays, one per leaf).
+    """
+    ingredients = list(ingredients)
+    if not ingredients:
+        raise ValueError("learned_soup needs at least one ingredient.")
+    for i, ing in enumerate(ingredients):
+        _check_same(ingredients[0], ing, i)
+    k = len(ingredients)
+    if per_layer:
+        logits = jax.tree.map(lambda x: jnp.zeros((k,), jnp.float32), ingredients[0])
+    else:
+        logits = jnp.zeros((k,), jnp.float32)
+
+    def mix(logits):
+        if per_layer:
+            w = jax.tree.map(jax.nn.softmax, logits)
+
+            def combine(wl, *leaves):
+                if not _is_float(leaves[0]):
+                    return leaves[0]
+                acc = sum(wl[j] * leaves[j].astype(_acc_dtype(leaves[0].dtype)) for j in range(k))
+                return acc.astype(leaves[0].dtype)
+
+            return jax.tree.map(combine, w, *ingredients)
+        w = jax.nn.softmax(logits)
+
+        def combine_global(*leaves):
+            if not _is_float(leaves[0]):
+                return leaves[0]
+            acc = sum(w[j] * leaves[j].astype(_acc_dtype(leaves[0].dtype)) for j in range(k))
+            return acc.astype(leaves[0].dtype)
+
+        return jax.tree.map(combine_global, *ingredients)
+
+    tx = optimizer or optax.adam(0.1)
+    state = tx.init(logits)
+
+    @jax.jit
+    def step(logits, state):
+        loss, grads = jax.value_and_grad(lambda lg: loss_fn(mix(lg), data))(logits)
+        updates, state = tx.update(grads, state, logits)
+        return optax.apply_updates(logits, updates), state, loss
+
+    for _ in range(steps):
+        logits, state, loss = step(logits, state)
+        if not bool(jnp.isfinite(loss)):
+            raise FloatingPointError("the learned-soup loss became non-finite; lower the learning rate.")
+    weights = jax.tree.map(jax.nn.softmax, logits) if per_layer else jax.nn.softmax(logits)
+    return mix(logits), weights
+
+
+def _stack(ingredients: Sequence) -> object:
+    for i, ing in enumerate(ingredients):
+        _check_same(ingredients[0], ing, i)
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *ingredients)
+
+
+def evaluate_many(apply_fn: Callable, ingredients: Sequence, data) -> jax.Array:
+    """Outputs of every ingredient on ``data`` with one ``vmap`` over the stacked ingredients: (K, ...)."""
+    ingredients = list(ingredients)
+    if not ingredients:
+        raise ValueError("evaluate_many needs at least one ingredient.")
+    return jax.jit(jax.vmap(apply_fn, in_axes=(0, None)))(_stack(ingredients), data)
+
+
+def ensemble(apply_fn: Callable, ingredients: Sequence) -> Callable:
+    """The logit ensemble baseline: ``x -> mean_k apply_fn(theta_k, x)`` (K forward passes per input)."""
+    ingredients = list(ingredients)
+    if not ingredients:
+        raise ValueError("ensemble needs at least one ingredient.")
+    stacked = _stack(ingredients)
+
+    @jax.jit
+    def predict(x):
+        return jnp.mean(jax.vmap(apply_fn, in_axes=(0, None))(stacked, x), axis=0)
+
+    return predict
