@@ -63,17 +63,13 @@ def uniform_soup(ingredients: Iterable) -> object:
     """
     first, total, count = None, None, 0
     for i, ingredient in enumerate(ingredients):
-        if first is None:
-            first = ingredient
-            _check_same(first, ingredient, 0)
-            total = jax.tree.map(lambda x: x.astype(_acc_dtype(x.dtype)) if _is_float(x) else x, ingredient)
-        else:
-            _check_same(first, ingredient, i)
-            total = jax.tree.map(lambda t, x: t + x.astype(t.dtype) if _is_float(x) else t, total, ingredient)
+        first = ingredient if first is None else first
+        _check_same(first, ingredient, i)
+        total = _accumulate(total, ingredient)
         count += 1
     if first is None:
         raise ValueError("uniform_soup needs at least one ingredient.")
-    return jax.tree.map(lambda t, x: (t / count).astype(x.dtype) if _is_float(x) else x, total, first)
+    return _mean(total, count, first)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +91,16 @@ class GreedySoup:
     trace: tuple[float, ...]
 
 
+def _accumulate(total, ingredient):
+    if total is None:
+        return jax.tree.map(lambda x: x.astype(_acc_dtype(x.dtype)) if _is_float(x) else x, ingredient)
+    return jax.tree.map(lambda t, x: t + x.astype(t.dtype) if _is_float(x) else t, total, ingredient)
+
+
+def _mean(total, count, like):
+    return jax.tree.map(lambda t, x: (t / count).astype(x.dtype) if _is_float(x) else x, total, like)
+
+
 def greedy_soup(
     ingredients: Sequence, evaluate: Callable[[object], float], *, held_out_scores: Sequence[float] | None = None
 ) -> GreedySoup:
@@ -104,32 +110,39 @@ def greedy_soup(
     chosen ingredients plus the next one, kept if ``evaluate(candidate) >= evaluate(current soup)`` (Wortsman et
     al., Algorithm 1). So the result is never worse on the held-out data than the best single ingredient.
 
+    Only the running sum of the chosen ingredients, the candidate and one ingredient are held at a time: pass a
+    lazy ``Sequence`` (whose ``__getitem__`` restores a checkpoint) to keep memory at about three models.
+
     Args:
-        ingredients: a sequence of pytrees (held in memory: greedy needs random access).
+        ingredients: a sequence of pytrees (random access: each is read once for its score, once as a candidate).
         evaluate: held-out score of a pytree, higher is better (e.g. accuracy on a validation split).
-        held_out_scores: the ingredients' own scores if already known (saves one evaluation each).
+        held_out_scores: the ingredients' own scores if already known (then each is read only once).
     """
-    ingredients = list(ingredients)
-    if not ingredients:
+    if not isinstance(ingredients, Sequence):
+        ingredients = list(ingredients)
+    k = len(ingredients)
+    if k == 0:
         raise ValueError("greedy_soup needs at least one ingredient.")
-    for i, ing in enumerate(ingredients):
-        _check_same(ingredients[0], ing, i)
     if held_out_scores is None:
-        scores = [float(evaluate(ing)) for ing in ingredients]
+        scores = [float(evaluate(ingredients[i])) for i in range(k)]
     else:
         scores = [float(s) for s in held_out_scores]
-        if len(scores) != len(ingredients):
-            raise ValueError(f"{len(scores)} held_out_scores for {len(ingredients)} ingredients.")
-    order = sorted(range(len(ingredients)), key=lambda i: -scores[i])
-    chosen = [order[0]]
-    soup, best = ingredients[order[0]], scores[order[0]]
-    trace = [best]
+        if len(scores) != k:
+            raise ValueError(f"{len(scores)} held_out_scores for {k} ingredients.")
+    order = sorted(range(k), key=lambda i: -scores[i])
+    first = ingredients[order[0]]
+    _check_same(first, first, order[0])
+    chosen, total, best = [order[0]], _accumulate(None, first), scores[order[0]]
+    soup, trace = first, [best]
     for i in order[1:]:
-        candidate = uniform_soup([ingredients[j] for j in [*chosen, i]])
+        ingredient = ingredients[i]
+        _check_same(first, ingredient, i)
+        candidate_total = _accumulate(total, ingredient)
+        candidate = _mean(candidate_total, len(chosen) + 1, first)
         score = float(evaluate(candidate))
         if score >= best:
             chosen.append(i)
-            soup, best = candidate, score
+            total, soup, best = candidate_total, candidate, score
         trace.append(best)
     return GreedySoup(soup, tuple(chosen), tuple(order), tuple(scores), tuple(trace))
 
