@@ -68,46 +68,56 @@ def check_features(features, name: str = "features", *, min_samples: int = 2) ->
 
 
 def check_class_labels(
-    labels, n: int, num_classes: int | None = None, *, require_all: bool = True
+    labels,
+    n: int,
+    num_classes: int | None = None,
+    *,
+    require_all: bool = True,
+    name: str = "labels",
+    against: str = "features",
+    min_classes: int = 2,
 ) -> tuple[jax.Array, int]:
     """Checks (n,) integer class ids in [0, C) and returns them as int32 with C.
 
     ``C`` is ``num_classes`` when given, else ``max(labels) + 1``. Every class in [0, C) must occur at least once,
-    unless ``require_all`` is false (a chunk of a stream may miss classes).
+    unless ``require_all`` is false (a chunk of a stream may miss classes; a source model may never predict some).
+    ``name`` and ``against`` name the argument and the one whose length it must match in the messages.
 
     Raises:
         TypeError: if the labels are not integers (e.g. floats: use ``regression=True`` for real targets).
         ValueError: on a wrong shape, a length different from ``n``, negative ids, ids >= ``num_classes``,
-            a class without samples, or fewer than two classes.
+            a class without samples, or fewer than ``min_classes`` classes.
     """
-    arr = _as_array(labels, "labels")
+    arr = _as_array(labels, name)
     if not jnp.issubdtype(arr.dtype, jnp.integer):
         raise TypeError(
-            f"labels must be integer class ids; got dtype {arr.dtype}. For real-valued targets pass "
-            "regression=True; for float-coded classes convert with labels.astype(int)."
+            f"{name} must be integer class ids; got dtype {arr.dtype}. For real-valued targets pass "
+            "regression=True; for float-coded classes convert with .astype(int)."
         )
     if arr.ndim != 1:
         raise ValueError(
-            f"labels must be a 1-D array of shape (n,) of class ids; got shape {arr.shape}. "
+            f"{name} must be a 1-D array of shape (n,) of class ids; got shape {arr.shape}. "
             "For several real-valued targets of shape (n, K) pass regression=True."
         )
     if arr.shape[0] != n:
-        raise ValueError(f"labels has {arr.shape[0]} entries but features has {n} samples (rows).")
-    if num_classes is not None and (not isinstance(num_classes, int | np.integer) or num_classes < 2):
-        raise ValueError(f"num_classes must be an integer >= 2; got {num_classes!r}.")
+        raise ValueError(f"{name} has {arr.shape[0]} entries but {against} has {n}.")
+    if num_classes is not None and (not isinstance(num_classes, int | np.integer) or num_classes < min_classes):
+        raise ValueError(f"the number of classes of {name} must be an integer >= {min_classes}; got {num_classes!r}.")
     out = jnp.asarray(arr, dtype=jnp.int32)
     if not _is_concrete(out):
         if num_classes is None:
-            raise ValueError("num_classes must be given when labels are traced (inside jax.jit or jax.vmap).")
+            raise ValueError(
+                f"the number of classes of {name} must be given (num_classes=...) when it is traced (jit, vmap)."
+            )
         return out, int(num_classes)
     host = np.asarray(out)
     lo, hi = int(host.min()), int(host.max())
     if lo < 0:
-        raise ValueError(f"labels must be >= 0; got {lo}.")
+        raise ValueError(f"{name} must be >= 0; got {lo}.")
     if num_classes is None:
         num_classes = hi + 1
     elif hi >= num_classes:
-        raise ValueError(f"labels must be < num_classes={num_classes}; got {hi}.")
+        raise ValueError(f"{name} must be < num_classes={num_classes}; got {hi}.")
     counts = np.bincount(host, minlength=num_classes)
     missing = np.flatnonzero(counts == 0)
     if missing.size and require_all:
@@ -116,8 +126,8 @@ def check_class_labels(
             f"class(es) {shown} of range [0, {num_classes}) have no samples; relabel the classes to "
             "0..C-1 (e.g. np.unique(labels, return_inverse=True)[1])."
         )
-    if num_classes < 2:
-        raise ValueError(f"labels must contain at least 2 classes; got {num_classes}.")
+    if num_classes < min_classes:
+        raise ValueError(f"{name} must contain at least {min_classes} classes; got {num_classes}.")
     return out, int(num_classes)
 
 

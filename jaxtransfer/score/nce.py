@@ -36,22 +36,13 @@ def nce(source_labels, labels, *, num_classes: int | None = None, num_source_cla
         Scalar score <= 0 (0: the source labels determine the target labels). Higher = better transfer.
     """
     lab, c = _checks.check_class_labels(labels, _checks._as_array(labels, "labels").shape[0], num_classes)
-    src = _checks._as_array(source_labels, "source_labels")
-    if not jnp.issubdtype(src.dtype, jnp.integer) or src.ndim != 1:
-        raise TypeError(
-            f"source_labels must be a 1-D integer array of source class ids; got {src.dtype} of shape {src.shape}."
-        )
-    if src.shape[0] != lab.shape[0]:
-        raise ValueError(f"source_labels has {src.shape[0]} entries but labels has {lab.shape[0]}.")
-    src = jnp.asarray(src, jnp.int32)
-    if _checks._is_concrete(src):
-        lo, hi = int(src.min()), int(src.max())
-        if lo < 0:
-            raise ValueError(f"source_labels must be >= 0; got {lo}.")
-        if num_source_classes is None:
-            num_source_classes = hi + 1
-        elif hi >= num_source_classes:
-            raise ValueError(f"source_labels must be < num_source_classes={num_source_classes}; got {hi}.")
-    elif num_source_classes is None:
-        raise ValueError("num_source_classes must be given when source_labels are traced.")
-    return _nce(src, lab, num_classes=c, num_source_classes=int(num_source_classes))
+    src, cs = _checks.check_class_labels(
+        source_labels,
+        lab.shape[0],
+        num_source_classes,
+        require_all=False,
+        name="source_labels",
+        against="labels",
+        min_classes=1,
+    )
+    return _nce(src, lab, num_classes=c, num_source_classes=cs)

@@ -83,5 +83,5 @@ def test_accepted_input_types():
 def test_traced_labels_need_num_classes():
     import jax
 
-    with pytest.raises(ValueError, match="num_classes must be given"):
+    with pytest.raises(ValueError, match=r"number of classes of labels must be given \(num_classes="):
         jax.jit(lambda f, y: logme(f, y))(F, Y)
