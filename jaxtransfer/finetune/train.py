@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -76,6 +77,7 @@ def finetune(
     task: str = "classification",
     seed: int = 0,
     progress: bool = True,
+    regularizer: Callable[[nnx.Module, jax.Array, jax.Array], jax.Array] | None = None,
 ) -> tuple[nnx.Module, list[dict]]:
     """Fine-tunes a copy of ``model``, training only the parameters ``strategy`` selects.
 
@@ -90,6 +92,9 @@ def finetune(
         task: ``"classification"`` (softmax cross-entropy) or ``"regression"`` (mean squared error).
         seed: for the shuffling (the run is deterministic given the seed).
         progress: tqdm progress bar with loss and metric.
+        regularizer: ``(model, x_batch, y_batch) -> scalar`` added to the loss, e.g. a DELTA or BSS penalty on
+            ``model.features(x)`` (see ``jaxtransfer.finetune.regularizers``); parameter-space penalties such as
+            L2-SP go into ``optimizer`` instead (``optax.chain(l2_sp(anchor), optax.adam(...))``).
 
     Returns:
         (trained model, history: one dict per epoch with ``loss``, the train metric, the eval metrics and
@@ -124,6 +129,8 @@ def finetune(
         def loss_fn(params, rest):
             m = nnx.merge(graphdef, params, rest, copy=True)  # fresh Variables at this trace level
             loss, metric = _loss(m(xb), yb, task)
+            if regularizer is not None:
+                loss = loss + regularizer(m, xb, yb)
             return loss, (metric, nnx.split(m, wrt, ...)[2])
 
         (loss, (metric, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest)
