@@ -51,6 +51,18 @@ def evaluate(model: nnx.Module, data, *, task: str = "classification", batch_siz
     return {"loss": total / n, key: metric / n}
 
 
+def _scale_backbone(tx: optax.GradientTransformation, factor: float) -> optax.GradientTransformation:
+    """``tx`` for the head, ``tx`` followed by a scaling by ``factor`` for everything else."""
+
+    def labels(params):
+        def label(path, _):
+            return "head" if getattr(path[0], "key", None) == "head" else "backbone"
+
+        return jax.tree_util.tree_map_with_path(label, params)
+
+    return optax.multi_transform({"head": tx, "backbone": optax.chain(tx, optax.scale(factor))}, labels)
+
+
 def _check_data(data, name):
     try:
         x, y = data
@@ -78,6 +90,7 @@ def finetune(
     seed: int = 0,
     progress: bool = True,
     regularizer: Callable[[nnx.Module, jax.Array, jax.Array], jax.Array] | None = None,
+    backbone_lr_scale: float | None = None,
 ) -> tuple[nnx.Module, list[dict]]:
     """Fine-tunes a copy of ``model``, training only the parameters ``strategy`` selects.
 
@@ -95,6 +108,8 @@ def finetune(
         regularizer: ``(model, x_batch, y_batch) -> scalar`` added to the loss, e.g. a DELTA or BSS penalty on
             ``model.features(x)`` (see ``jaxtransfer.finetune.regularizers``); parameter-space penalties such as
             L2-SP go into ``optimizer`` instead (``optax.chain(l2_sp(anchor), optax.adam(...))``).
+        backbone_lr_scale: scale the updates of every trained parameter outside ``head`` by this factor (the
+            published fine-tuning scripts use 0.1: the backbone learns ten times slower than the new head).
 
     Returns:
         (trained model, history: one dict per epoch with ``loss``, the train metric, the eval metrics and
@@ -119,6 +134,10 @@ def finetune(
     model = nnx.clone(model)
     model.train()
     tx = optimizer or optax.adam(1e-3)
+    if backbone_lr_scale is not None:
+        if not backbone_lr_scale > 0:
+            raise ValueError(f"backbone_lr_scale must be > 0; got {backbone_lr_scale!r}.")
+        tx = _scale_backbone(tx, backbone_lr_scale)
     # The model is split into the trained parameters and everything else; a pure jax.jit step differentiates the
     # former only (the rest, e.g. BatchNorm statistics, is threaded through). This works in NNX graph and tree mode.
     graphdef, params, rest = nnx.split(model, wrt, ...)

@@ -1,3 +1,4 @@
+import jax
 import numpy as np
 import optax
 import pytest
@@ -82,3 +83,26 @@ def test_inject_finetune_merge_in_both_nnx_modes(graph_mode):
         trained.eval()
         np.testing.assert_allclose(np.asarray(merged(x)), np.asarray(trained(x)), atol=1e-5)
         assert np.isfinite(hist[-1]["eval_loss"])
+
+
+def test_backbone_learning_rate_scale():
+    from flax import nnx as _nnx
+
+    model = _mlp()
+    start = _nnx.state(model, _nnx.Param)
+
+    def moved(m, part):
+        now = _nnx.state(m, _nnx.Param)
+        return sum(
+            float(np.sum(np.square(np.asarray(a) - np.asarray(b))))
+            for (p, a), b in zip(jax.tree_util.tree_leaves_with_path(now), jax.tree.leaves(start), strict=True)
+            if (getattr(p[0], "key", None) == "head") == (part == "head")
+        )
+
+    kw = {"strategy": "full", "optimizer": optax.sgd(0.05), "epochs": 1, "progress": False}
+    plain, _ = finetune(model, (X, Y), **kw)
+    slow, _ = finetune(model, (X, Y), backbone_lr_scale=0.1, **kw)
+    assert moved(slow, "backbone") < 0.2 * moved(plain, "backbone")
+    assert moved(slow, "head") > 0
+    with pytest.raises(ValueError, match="backbone_lr_scale must be > 0"):
+        finetune(model, (X, Y), backbone_lr_scale=0.0, **kw)
