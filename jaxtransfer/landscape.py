@@ -1,0 +1,196 @@
+"""Weight-interpolation probes of the loss landscape, for any pytree of parameters (no Flax needed).
+
+    theta(l) = (1 - l) theta_a + l theta_b,
+    barrier = max_l  loss(theta(l)) - ((1 - l) loss(theta_a) + l loss(theta_b))     (linear mode connectivity).
+
+Only floating-point leaves move; other leaves (counters, RNG keys) come from ``theta_a``. Losses along a path or
+over a plane are evaluated with ``jax.vmap`` over the interpolation coefficients, in chunks (``lax.map`` with a
+batch size) so that memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtransfer.soup import _check_same, _is_float
+
+__all__ = ["Path", "Plane", "barrier", "interpolate", "linear_path", "plane", "random_directions"]
+
+
+def interpolate(theta_a, theta_b, lam):
+    """(1 - lam) theta_a + lam theta_b on the floating-point leaves (lam may be traced)."""
+    # (1 - lam) a + lam b (not a + lam (b - a)): both endpoints are then exact in floating point.
+    return jax.tree.map(lambda a, b: ((1 - lam) * a + lam * b).astype(a.dtype) if _is_float(a) else a, theta_a, theta_b)
+
+
+@dataclasses.dataclass(frozen=True)
+class Path:
+    """Losses (or any scalar metric) along the straight line between two parameter sets."""
+
+    lams: np.ndarray  # (num,)
+    losses: np.ndarray  # (num,)
+
+    def plot(self, ax=None, label: str | None = None):
+        import matplotlib.pyplot as plt
+
+        ax = ax or plt.subplots(figsize=(5, 3.5))[1]
+        ax.plot(self.lams, self.losses, marker="o", label=label)
+        ax.set_xlabel("interpolation coefficient")
+        ax.set_ylabel("loss")
+        if label:
+            ax.legend()
+        return ax
+
+
+def _evaluate(loss_fn, params_at, data, coords, chunk):
+    def one(c):
+        return loss_fn(params_at(c), data)
+
+    return jax.lax.map(one, coords, batch_size=chunk)
+
+
+def linear_path(
+    loss_fn: Callable[[object, object], jax.Array],
+    theta_a,
+    theta_b,
+    data,
+    num: int = 25,
+    *,
+    lams=None,
+    extrapolate: bool = False,
+    chunk: int = 8,
+) -> Path:
+    """loss_fn(theta(l), data) at ``num`` evenly spaced l in [0, 1] (or at the given ``lams``).
+
+    Args:
+        loss_fn: ``(params, data) -> scalar``, jit-compatible.
+        theta_a, theta_b: parameter pytrees of identical structure, shapes and dtypes.
+        lams: explicit coefficients; values outside [0, 1] need ``extrapolate=True`` (the landscape papers plot
+            -0.5..1.5).
+        chunk: how many coefficients are evaluated at once under ``vmap``.
+
+    Raises:
+        ValueError: mismatched pytrees, coefficients outside [0, 1] without ``extrapolate``, num < 2.
+    """
+    _check_same(theta_a, theta_b, 1)
+    if lams is None:
+        if num < 2:
+            raise ValueError(f"num must be >= 2; got {num}.")
+        lams = np.linspace(0.0, 1.0, num)
+    lams = np.asarray(lams, np.float32)
+    if not extrapolate and (lams.min() < 0 or lams.max() > 1):
+        raise ValueError("interpolation coefficients outside [0, 1]: pass extrapolate=True to evaluate them.")
+    losses = jax.jit(lambda a, b, d, ls: _evaluate(loss_fn, lambda lam: interpolate(a, b, lam), d, ls, chunk))(
+        theta_a, theta_b, data, jnp.asarray(lams)
+    )
+    return Path(lams, np.asarray(losses))
+
+
+def barrier(path: Path) -> tuple[float, float]:
+    """Height and location of the loss barrier: max over l of loss(l) - ((1 - l) loss(0) + l loss(1)).
+
+    The path must contain l = 0 and l = 1. A height <= 0 means the two endpoints are linearly connected.
+    """
+    lams, losses = np.asarray(path.lams), np.asarray(path.losses)
+    i0, i1 = np.flatnonzero(np.isclose(lams, 0.0)), np.flatnonzero(np.isclose(lams, 1.0))
+    if not (i0.size and i1.size):
+        raise ValueError("the path must include the endpoints l = 0 and l = 1.")
+    line = (1 - lams) * losses[i0[0]] + lams * losses[i1[0]]
+    gap = losses - line
+    k = int(np.argmax(gap))
+    return float(gap[k]), float(lams[k])
+
+
+def random_directions(theta, key: jax.Array, *, normalize: str | None = "filter"):
+    """A Gaussian direction in parameter space, filter-normalised (Li et al., "Visualizing the loss landscape").
+
+    ``normalize="filter"``: for every output filter f of every kernel (the last axis, as in Flax),
+    d_f <- d_f ||w_f|| / (||d_f|| + 1e-10); leaves with one dimension (biases, norm scales) are zeroed.
+    ``"layer"``: the same over whole leaves. ``None``: raw Gaussian. Non-float leaves are zero.
+    """
+    if normalize not in ("filter", "layer", None):
+        raise ValueError(f"normalize must be 'filter', 'layer' or None; got {normalize!r}.")
+    leaves, treedef = jax.tree.flatten(theta)
+    keys = jax.random.split(key, len(leaves))
+    out = []
+    for k, w in zip(keys, leaves, strict=True):
+        if not _is_float(w):
+            out.append(jnp.zeros_like(w))
+            continue
+        d = jax.random.normal(k, w.shape, jnp.float32)
+        if normalize is not None and w.ndim <= 1:
+            d = jnp.zeros_like(d)
+        elif normalize == "filter":
+            axes = tuple(range(w.ndim - 1))
+            d = (
+                d
+                * jnp.linalg.norm(w, axis=axes, keepdims=True)
+                / (jnp.linalg.norm(d, axis=axes, keepdims=True) + 1e-10)
+            )
+        elif normalize == "layer":
+            d = d * jnp.linalg.norm(w) / (jnp.linalg.norm(d) + 1e-10)
+        out.append(d.astype(w.dtype))
+    return jax.tree.unflatten(treedef, out)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plane:
+    """Losses over a 2-D grid of coordinates (alphas x betas) in a plane of parameter space."""
+
+    alphas: np.ndarray  # (A,)
+    betas: np.ndarray  # (B,)
+    losses: np.ndarray  # (A, B)
+
+    def plot(self, ax=None, levels: int = 20):
+        import matplotlib.pyplot as plt
+
+        ax = ax or plt.subplots(figsize=(5, 4))[1]
+        cs = ax.contourf(self.alphas, self.betas, self.losses.T, levels=levels)
+        ax.figure.colorbar(cs, ax=ax, label="loss")
+        ax.set_xlabel("alpha")
+        ax.set_ylabel("beta")
+        return ax
+
+
+def plane(
+    loss_fn: Callable[[object, object], jax.Array],
+    theta_0,
+    data,
+    *,
+    points=None,
+    directions=None,
+    grid: tuple[int, int] = (21, 21),
+    span: tuple[float, float] = (-1.0, 1.0),
+    chunk: int = 16,
+) -> Plane:
+    """Losses over a plane: theta_0 + alpha u + beta v for a ``grid`` of (alpha, beta) in ``span`` x ``span``.
+
+    Either ``points=(theta_1, theta_2)`` (u = theta_1 - theta_0, v = theta_2 - theta_0: the plane through three
+    models; use span (-0.5, 1.5)) or ``directions=(d_1, d_2)`` (e.g. two :func:`random_directions`).
+    """
+    if (points is None) == (directions is None):
+        raise ValueError("pass exactly one of points=(theta_1, theta_2) or directions=(d_1, d_2).")
+    if points is not None:
+        for i, p in enumerate(points, 1):
+            _check_same(theta_0, p, i)
+        u, v = (jax.tree.map(lambda p, t: p - t if _is_float(t) else jnp.zeros_like(t), p, theta_0) for p in points)
+    else:
+        u, v = directions
+        for i, d in enumerate(directions, 1):
+            _check_same(theta_0, d, i)
+    alphas = np.linspace(span[0], span[1], grid[0], dtype=np.float32)
+    betas = np.linspace(span[0], span[1], grid[1], dtype=np.float32)
+    coords = jnp.asarray(np.stack(np.meshgrid(alphas, betas, indexing="ij"), -1).reshape(-1, 2))
+
+    def at(t0, u, v, c):
+        return jax.tree.map(lambda t, a, b: (t + c[0] * a + c[1] * b).astype(t.dtype) if _is_float(t) else t, t0, u, v)
+
+    losses = jax.jit(lambda t0, u, v, d, cs: _evaluate(loss_fn, lambda c: at(t0, u, v, c), d, cs, chunk))(
+        theta_0, u, v, data, coords
+    )
+    return Plane(alphas, betas, np.asarray(losses).reshape(grid))
