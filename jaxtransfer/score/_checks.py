@@ -200,3 +200,17 @@ def check_features_and_labels(features, labels, num_classes: int | None = None) 
     f = check_features(features)
     lab, c = check_class_labels(labels, f.shape[0], num_classes)
     return f, lab, c
+
+
+def check_logme_inputs(features, labels, regression, num_classes, tol, max_iter, method):
+    """All of LogME's checks: returns (features, labels or (n, K) targets, C or None for regression)."""
+    check_method(method)
+    check_iteration(tol, max_iter)
+    f = check_features(features)
+    if regression:
+        if num_classes is not None:
+            raise ValueError("num_classes applies to classification only; drop it or regression=True.")
+        y = check_targets(labels, f.shape[0])
+        return f, y, None
+    lab, c = check_class_labels(labels, f.shape[0], num_classes)
+    return f, lab, c

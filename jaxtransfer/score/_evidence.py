@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = ["LogMEEvidence"]
 
@@ -174,3 +176,26 @@ def supremum(
             best,
         )
     return best
+
+
+def check_result(result: LogMEEvidence, max_iter: int, method: str) -> None:
+    """Raises on a non-finite evidence (never returned silently); warns about targets that hit ``max_iter``."""
+    if isinstance(result.converged, jax.core.Tracer):
+        return
+    bad = np.flatnonzero(~np.isfinite(np.asarray(result.evidence)))
+    if bad.size:
+        hint = (
+            " The naive method factorises a I + b F^T F, which is too ill-conditioned here in "
+            f"{result.evidence.dtype}: use method='optimized' or float64 (jax_enable_x64)."
+            if method == "naive"
+            else " Please report this with the shapes and scale of your features."
+        )
+        raise FloatingPointError(f"LogME: the evidence of target(s) {bad[:10].tolist()} is not finite.{hint}")
+    stuck = np.flatnonzero(~np.asarray(result.converged))
+    if stuck.size:
+        warnings.warn(
+            f"LogME: the evidence iteration of target(s) {stuck[:10].tolist()} did not converge in "
+            f"max_iter={max_iter} iterations; the score is that of the last iterate. Raise max_iter.",
+            RuntimeWarning,
+            stacklevel=3,
+        )

@@ -25,9 +25,9 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxtransfer.score import _checks
+from jaxtransfer.score._evidence import check_result
 from jaxtransfer.score._logme_optimized import optimized_evidence, primal_evidence
 from jaxtransfer.score._targets import Dense, OneHot
-from jaxtransfer.score.logme import _check_result, _prepare
 from jaxtransfer.score.stats import LogMEStats
 
 __all__ = ["logme_many", "logme_sharded"]
@@ -83,7 +83,7 @@ def logme_sharded(
         ValueError: as :func:`jaxtransfer.logme`, and if n <= D (use :func:`jaxtransfer.logme` there: the dual
             form needs all rows together) or ``axis`` is not an axis of ``mesh``.
     """
-    f, y, c = _prepare(features, labels, regression, num_classes, tol, max_iter, "optimized")
+    f, y, c = _checks.check_logme_inputs(features, labels, regression, num_classes, tol, max_iter, "optimized")
     n, d = f.shape
     if n <= d:
         raise ValueError(f"logme_sharded needs more samples than features (n={n}, D={d}); use logme for n <= D.")
@@ -103,7 +103,7 @@ def logme_sharded(
     result = _sharded(
         put(f), put(y), put(mask), jnp.asarray(tol, f.dtype), mesh=mesh, axis=axis, num_classes=c, max_iter=max_iter
     )
-    _check_result(result, max_iter, "optimized")
+    check_result(result, max_iter, "optimized")
     return jnp.mean(result.evidence)
 
 
@@ -143,7 +143,7 @@ def logme_many(
     for i, f in enumerate(checked):
         if f.shape[0] != n:
             raise ValueError(f"features[{i}] has {f.shape[0]} samples but features[0] has {n}.")
-    _, y, c = _prepare(checked[0], labels, regression, num_classes, tol, max_iter, "optimized")
+    _, y, c = _checks.check_logme_inputs(checked[0], labels, regression, num_classes, tol, max_iter, "optimized")
     dtype = np.result_type(*(f.dtype for f in checked))
     by_width: dict[int, list[int]] = {}
     for i, f in enumerate(checked):

@@ -17,14 +17,13 @@ are the float32 bottleneck.
 from __future__ import annotations
 
 import functools
-import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxtransfer.score import _checks
-from jaxtransfer.score._evidence import LogMEEvidence
+from jaxtransfer.score._evidence import LogMEEvidence, check_result
 from jaxtransfer.score._logme_naive import naive_evidence
 from jaxtransfer.score._logme_optimized import optimized_evidence
 from jaxtransfer.score._targets import Dense, OneHot
@@ -42,42 +41,6 @@ def _classification(features, labels, tol, *, num_classes, method, max_iter):
 @functools.partial(jax.jit, static_argnames=("method", "max_iter"))
 def _regression(features, targets, tol, *, method, max_iter):
     return _ALGORITHMS[method](features, Dense(targets), tol=tol, max_iter=max_iter)
-
-
-def _check_result(result: LogMEEvidence, max_iter: int, method: str) -> None:
-    """Raises on a non-finite evidence (never returned silently); warns about targets that hit ``max_iter``."""
-    if isinstance(result.converged, jax.core.Tracer):
-        return
-    bad = np.flatnonzero(~np.isfinite(np.asarray(result.evidence)))
-    if bad.size:
-        hint = (
-            " The naive method factorises a I + b F^T F, which is too ill-conditioned here in "
-            f"{result.evidence.dtype}: use method='optimized' or float64 (jax_enable_x64)."
-            if method == "naive"
-            else " Please report this with the shapes and scale of your features."
-        )
-        raise FloatingPointError(f"LogME: the evidence of target(s) {bad[:10].tolist()} is not finite.{hint}")
-    stuck = np.flatnonzero(~np.asarray(result.converged))
-    if stuck.size:
-        warnings.warn(
-            f"LogME: the evidence iteration of target(s) {stuck[:10].tolist()} did not converge in "
-            f"max_iter={max_iter} iterations; the score is that of the last iterate. Raise max_iter.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-
-
-def _prepare(features, labels, regression, num_classes, tol, max_iter, method):
-    _checks.check_method(method)
-    _checks.check_iteration(tol, max_iter)
-    f = _checks.check_features(features)
-    if regression:
-        if num_classes is not None:
-            raise ValueError("num_classes applies to classification only; drop it or regression=True.")
-        y = _checks.check_targets(labels, f.shape[0])
-        return f, y, None
-    lab, c = _checks.check_class_labels(labels, f.shape[0], num_classes)
-    return f, lab, c
 
 
 def logme_evidence(
@@ -119,13 +82,13 @@ def logme_evidence(
         >>> logme_evidence(f, jnp.array([0, 0, 1, 1])).evidence.shape
         (2,)
     """
-    f, y, c = _prepare(features, labels, regression, num_classes, tol, max_iter, method)
+    f, y, c = _checks.check_logme_inputs(features, labels, regression, num_classes, tol, max_iter, method)
     tol = jnp.asarray(tol, f.dtype)
     if c is None:
         result = _regression(f, y, tol, method=method, max_iter=max_iter)
     else:
         result = _classification(f, y, tol, num_classes=c, method=method, max_iter=max_iter)
-    _check_result(result, max_iter, method)
+    check_result(result, max_iter, method)
     return result
 
 

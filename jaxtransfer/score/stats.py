@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtransfer.score import _checks
-from jaxtransfer.score._evidence import LogMEEvidence
+from jaxtransfer.score._evidence import LogMEEvidence, check_result
 from jaxtransfer.score._logme_optimized import primal_evidence
 from jaxtransfer.score._targets import Dense, OneHot
 
@@ -170,12 +170,10 @@ def logme_evidence_from_stats(stats: LogMEStats, *, tol: float = 1e-3, max_iter:
     whose residual has no cancellation, and the closed-form noise-free limit; the primal form can lose accuracy
     there in float32.
     """
-    from jaxtransfer.score.logme import _check_result  # shared result check (import here: no cycle at import)
-
     _check_stats(stats)
     _checks.check_iteration(tol, max_iter)
     result = _from_stats(stats, jnp.asarray(tol, stats.gram.dtype), max_iter=max_iter)
-    _check_result(result, max_iter, "optimized")
+    check_result(result, max_iter, "optimized")
     return result
 
 
