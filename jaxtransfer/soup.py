@@ -177,25 +177,16 @@ def learned_soup(
         logits = jnp.zeros((k,), jnp.float32)
 
     def mix(logits):
-        if per_layer:
-            w = jax.tree.map(jax.nn.softmax, logits)
+        w = jax.nn.softmax(logits) if not per_layer else None
+        weights = jax.tree.map(jax.nn.softmax, logits) if per_layer else jax.tree.map(lambda _: w, ingredients[0])
 
-            def combine(wl, *leaves):
-                if not _is_float(leaves[0]):
-                    return leaves[0]
-                acc = sum(wl[j] * leaves[j].astype(_acc_dtype(leaves[0].dtype)) for j in range(k))
-                return acc.astype(leaves[0].dtype)
-
-            return jax.tree.map(combine, w, *ingredients)
-        w = jax.nn.softmax(logits)
-
-        def combine_global(*leaves):
+        def combine(wl, *leaves):
             if not _is_float(leaves[0]):
                 return leaves[0]
-            acc = sum(w[j] * leaves[j].astype(_acc_dtype(leaves[0].dtype)) for j in range(k))
+            acc = sum(wl[j] * leaves[j].astype(_acc_dtype(leaves[0].dtype)) for j in range(k))
             return acc.astype(leaves[0].dtype)
 
-        return jax.tree.map(combine_global, *ingredients)
+        return jax.tree.map(combine, weights, *ingredients)
 
     tx = optimizer or optax.adam(0.1)
     state = tx.init(logits)
