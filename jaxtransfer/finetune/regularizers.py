@@ -176,5 +176,9 @@ def co_tuning_relationship(source_probs, labels, num_classes: int) -> jax.Array:
 def co_tuning_loss(source_logits, labels, relationship) -> jax.Array:
     """Soft cross-entropy of the source head's logits against p(source | target label): the Co-Tuning auxiliary
     loss (published weight 2.3, added to the target cross-entropy)."""
-    target = jnp.asarray(relationship)[labels]
-    return jnp.mean(optax.softmax_cross_entropy(source_logits, target))
+    logits, rel = jnp.asarray(source_logits), jnp.asarray(relationship)
+    if logits.ndim != 2 or rel.ndim != 2 or logits.shape[1] != rel.shape[1]:
+        raise ValueError(
+            f"source_logits (n, C_s) and relationship (C, C_s) must agree on C_s; got {logits.shape} and {rel.shape}."
+        )
+    return jnp.mean(optax.softmax_cross_entropy(logits, rel[labels]))

@@ -38,7 +38,7 @@ def evaluate(model: nnx.Module, data, *, task: str = "classification", batch_siz
 
     Puts the model in eval mode (``model.eval()``: BatchNorm uses its running statistics).
     """
-    x, y = data
+    x, y = _check_data(data, "data")
     model.eval()
     graphdef, state = nnx.split(model)
     total, metric, n = 0.0, 0.0, len(y)

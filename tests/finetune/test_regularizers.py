@@ -127,6 +127,8 @@ def test_co_tuning(x64):
     logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
     expected = -np.mean(np.sum(rel[labels] * logp, axis=1))
     assert float(co_tuning_loss(logits, jnp.asarray(labels), rel)) == pytest.approx(expected, rel=1e-10)
+    with pytest.raises(ValueError, match="must agree on C_s"):
+        co_tuning_loss(logits[:, :3], jnp.asarray(labels), rel)
     with pytest.raises(ValueError, match="every target class"):
         co_tuning_relationship(p, jnp.asarray(labels), 4)
 

@@ -45,6 +45,11 @@ def test_regression_head():
     assert evaluate(model, (X, t), task="regression")["neg_mse"] > -0.5
 
 
+def test_evaluate_checks_its_data():
+    with pytest.raises(ValueError, match="data: 256 inputs but 10 targets"):
+        evaluate(_mlp(), (X, Y[:10]))
+
+
 def test_input_model_is_not_changed():
     model = _mlp()
     before = model(X[:4])
