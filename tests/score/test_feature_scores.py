@@ -66,3 +66,15 @@ _F, _Y = classification(0, n=40, d=5, c=2)
 def test_bad_input_is_rejected(name, features, labels, error, match):
     with pytest.raises(error, match=match):
         SCORES[name](features, labels)
+
+
+@pytest.mark.parametrize("name", SCORES)
+def test_float32_close_to_float64(name):
+    """float32 inputs give the float64 score to 1e-3 relative (bench/score_agreement.py measures ~1e-6)."""
+    import jax
+
+    f, y = classification(11, n=150, d=8, c=3)
+    single = float(SCORES[name](f.astype(np.float32), y))
+    with jax.enable_x64(True):
+        double = float(SCORES[name](f, y))
+    assert single == pytest.approx(double, rel=1e-3, abs=1e-4)
