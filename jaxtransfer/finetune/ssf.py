@@ -71,6 +71,10 @@ def _output_shape(module: nnx.Module) -> tuple[int, ...]:
 
 
 def _default_where(path: tuple, module: nnx.Module) -> bool:
+    # A linear op without bias (e.g. a convolution followed by BatchNorm) cannot absorb beta; the SSF of the
+    # normalisation after it covers the same channels, so the default leaves it out and every default site folds.
+    if isinstance(module, _LINEAR) and module.bias is None:
+        return False
     return isinstance(module, _LINEAR + _NORM) and (not path or path[0] != "head")
 
 
@@ -118,8 +122,9 @@ def inject_ssf(
     Args:
         model: any NNX module.
         where: which ops get an SSF: ``None`` (default) = every Linear, Conv, LinearGeneral (e.g. the query, key,
-            value and output projections of ``nnx.MultiHeadAttention``), LayerNorm and BatchNorm except those
-            under ``head``; a predicate ``(path, module) -> bool``; or glob patterns on the dotted path (e.g.
+            value and output projections of ``nnx.MultiHeadAttention``) that has a bias, LayerNorm and BatchNorm
+            except those under ``head`` (a bias-free conv followed by BatchNorm, as in EfficientNet, gets its SSF
+            after the BatchNorm, where it folds); a predicate ``(path, module) -> bool``; or glob patterns on the dotted path (e.g.
             ``"blocks.*.fc1"``), applied to the same op types.
         init_std: standard deviation of the random initialisation (0: exactly the identity).
         seed: for the initialisation.

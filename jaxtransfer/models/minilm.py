@@ -102,7 +102,7 @@ class MiniLM(nnx.Module):
         self.type_embeddings = nnx.Embed(c.type_vocab_size, c.dim, rngs=rngs)
         self.embed_norm = nnx.LayerNorm(c.dim, epsilon=c.eps, rngs=rngs)
         self.layers = nnx.List([_Layer(c, rngs=rngs) for _ in range(c.depth)])
-        self.head = None if num_outputs is None else nnx.Linear(c.dim, num_outputs, rngs=rngs)
+        self.head = nnx.data(None if num_outputs is None else nnx.Linear(c.dim, num_outputs, rngs=rngs))
 
     @property
     def layer_names(self) -> tuple[str, ...]:

@@ -96,7 +96,9 @@ def test_unfoldable_sites_are_reported_never_dropped():
             return self.head(self.lin(x))
 
     x = jnp.ones((2, 4))
-    adapted = _perturb(inject_ssf(NoBias()))
+    with pytest.raises(ValueError, match="selects no"):  # the default skips a bias-free op: it could not fold
+        inject_ssf(NoBias())
+    adapted = _perturb(inject_ssf(NoBias(), "lin"))  # asked for by name, it is adapted and reported at merge
     with pytest.raises(ValueError, match=r"lin.*no bias"):
         merge_ssf(adapted)
     with pytest.warns(UserWarning, match="SSF kept"):
