@@ -124,8 +124,8 @@ def inject_ssf(
         where: which ops get an SSF: ``None`` (default) = every Linear, Conv, LinearGeneral (e.g. the query, key,
             value and output projections of ``nnx.MultiHeadAttention``) that has a bias, LayerNorm and BatchNorm
             except those under ``head`` (a bias-free conv followed by BatchNorm, as in EfficientNet, gets its SSF
-            after the BatchNorm, where it folds); a predicate ``(path, module) -> bool``; or glob patterns on the dotted path (e.g.
-            ``"blocks.*.fc1"``), applied to the same op types.
+            after the BatchNorm, where it folds); a predicate ``(path, module) -> bool``; or glob patterns on the
+            dotted path (e.g. ``"blocks.*.fc1"``), applied to the same op types, bias-free ones included.
         init_std: standard deviation of the random initialisation (0: exactly the identity).
         seed: for the initialisation.
 
