@@ -2,7 +2,7 @@
 
 from jaxtransfer.models.checkpoint import restore_model, save_model
 from jaxtransfer.models.cnn import CNN
-from jaxtransfer.models.efficientnet import EFFICIENTNET_LITE, EfficientNetLite, LiteConfig
+from jaxtransfer.models.efficientnet import EFFICIENTNET_LITE, DepthwiseConv, EfficientNetLite, LiteConfig
 from jaxtransfer.models.minilm import BertConfig, MiniLM, mean_pool, tokenize
 from jaxtransfer.models.mlp import MLP
 from jaxtransfer.models.pretrained import (
@@ -21,6 +21,7 @@ __all__ = [
     "MLP",
     "PRETRAINED",
     "BertConfig",
+    "DepthwiseConv",
     "EfficientNetLite",
     "LiteConfig",
     "MiniLM",

@@ -14,10 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jaxtransfer.finetune import inject_ssf, merge_ssf
 from jaxtransfer.models import EfficientNetLite, MiniLM, load, tokenize
 from jaxtransfer.models import pretrained as pre
+from jaxtransfer.models.efficientnet import DepthwiseConv
 from jaxtransfer.models.minilm import BertConfig
 
 FIXTURE = Path(__file__).parent / "fixtures" / "minilm_reference.npz"
@@ -196,3 +199,20 @@ def test_a_substituted_weights_file_fails_its_checksum(monkeypatch):
     monkeypatch.setitem(pre.PRETRAINED, "minilm-l6", pre._Source(src.package, src.module, src.file, "f" * 64))
     with pytest.raises(OSError, match="checksum mismatch"):
         load("minilm-l6")
+
+
+@settings(max_examples=12)
+@given(
+    st.integers(1, 2), st.integers(3, 13), st.integers(3, 13), st.integers(1, 5), st.sampled_from([3, 5]),
+    st.sampled_from([1, 2]),
+)  # fmt: skip
+def test_depthwise_conv_equals_a_grouped_same_convolution(n, height, width, channels, kernel, stride):
+    conv = DepthwiseConv(channels, kernel, stride, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (n, height, width, channels))
+    expected = jax.lax.conv_general_dilated(
+        x, conv.kernel[...], (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=channels,
+    )  # fmt: skip
+    got = conv(x)  # the shifted-slice form on CPU (TensorFlow's SAME padding: more after than before)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), atol=1e-5, rtol=1e-5)
