@@ -7,7 +7,7 @@ from jaxtransfer.cli import main
 
 def test_demo_writes_a_ranked_table(tmp_path, capsys):
     out = tmp_path / "demo.json"
-    assert main(["demo", "--no-probe", "--json", str(out)]) == 0
+    assert main(["demo", "--feature-maps", "--no-probe", "--json", str(out)]) == 0
     table = json.loads(out.read_text())
     scores = [r["logme"] for r in table["rows"]]
     assert scores == sorted(scores, reverse=True)
