@@ -1,0 +1,89 @@
+"""The model-zoo experiment at bench size: does a one-minute score rank models like fine-tuning does?
+
+Zoo: ``FULL_ZOO`` (20 models pre-trained here on variants of half of the scikit-learn digits: MLP / CNN / tiny ViT,
+several widths and depths, 6 source tasks, early checkpoints, random inits) plus the real ImageNet backbones
+EfficientNet-Lite0/1/2 (fine-tuned and scored at ``--backbone-size`` pixels, default 96, to keep the fine-tuning
+grid affordable on a CPU). Targets: real MNIST digits (100 per class, 30 % for training), the held-out digits 5-9,
+and the same inverted. Ground truth: full fine-tuning with a new head, best validation accuracy over two learning
+rates (3e-4, 3e-3), 15 epochs. Scores: LogME, LEEP, NCE, NLEEP, H-score, TransRate, GBC, SFDA, PARC.
+
+    python -m bench.zoo                   # ~15 minutes on 2 CPU cores; bench/results/zoo.json and zoo.png
+    python -m bench.zoo --no-backbones    # the 20 zoo models only
+    python -m bench.zoo --quick           # CI_ZOO, 2 targets, 1 learning rate: results/zoo_quick.*
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from bench._common import RESULTS, save
+from jaxtransfer.benchmark import ALL_SCORES, model_selection, summary_table
+from jaxtransfer.data import efficientnet_preprocess
+from jaxtransfer.data.zoo import CI_ZOO, FULL_ZOO, Candidate, build_zoo, target_task
+
+
+def backbones(size: int) -> list[Candidate]:
+    """EfficientNet-Lite0/1/2 (ImageNet) as candidates that see the target images at ``size`` x ``size`` RGB."""
+    from jaxtransfer.models import load
+
+    out = []
+    for name in ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"):
+        out.append(Candidate(name, load(name), lambda b: efficientnet_preprocess(b, size), {"size": size}))
+    return out
+
+
+def plot(report: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = report["targets"]
+    scores = report["config"]["scores"]
+    fig, axes = plt.subplots(1, len(targets) + 1, figsize=(5 * (len(targets) + 1), 4.2))
+    for ax, (tname, t) in zip(axes, targets.items(), strict=False):
+        for name, row in t["candidates"].items():
+            x, y = row["scores"]["logme"], row["ground_truth"]["accuracy"]
+            ax.scatter(x, y, s=18, c="tab:red" if name.startswith("efficientnet") else "tab:blue")
+            ax.annotate(name, (x, y), fontsize=6)
+        tau = t["agreement"]["logme"]["weighted_tau"]
+        ax.set(title=f"{tname}: tau_w(LogME) = {tau:.2f}", xlabel="LogME", ylabel="fine-tuned accuracy (val)")
+    ax = axes[-1]
+    width = 0.8 / len(targets)
+    for i, (tname, t) in enumerate(targets.items()):
+        ax.bar([j + i * width for j in range(len(scores))], [t["agreement"][s]["weighted_tau"] for s in scores],
+               width, label=tname)  # fmt: skip
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(scores))], scores, rotation=45)
+    ax.set(title="weighted Kendall tau per score", ylabel="tau_w")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-backbones", action="store_true")
+    parser.add_argument("--backbone-size", type=int, default=96)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    zoo = build_zoo(CI_ZOO if args.quick else FULL_ZOO, echo=print)
+    if not (args.quick or args.no_backbones):
+        zoo += backbones(args.backbone_size)
+    names = ("mnist", "digits5-9") if args.quick else ("mnist", "digits5-9", "digits-inverted5-9")
+    targets = {n: target_task(n, max_per_class=100 if n == "mnist" else None) for n in names}
+    lrs = (3e-3,) if args.quick else (3e-4, 3e-3)
+    report = model_selection(zoo, targets, scores=ALL_SCORES, learning_rates=lrs, epochs=15, echo=print)
+    print(summary_table(report))
+    name = "zoo_quick" if args.quick else "zoo"
+    report["zoo"] = {c.name: {k: v for k, v in c.info.items() if k != "seconds"} for c in zoo}
+    report["total_seconds"] = time.perf_counter() - started
+    path = save(name, report)
+    plot(report, RESULTS / f"{name}.png")
+    print(f"saved {path} and {name}.png in {report['total_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
