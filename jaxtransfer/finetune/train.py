@@ -91,6 +91,7 @@ def finetune(
     progress: bool = True,
     regularizer: Callable[[nnx.Module, jax.Array, jax.Array], jax.Array] | None = None,
     backbone_lr_scale: float | None = None,
+    freeze_batch_norm: bool = False,
 ) -> tuple[nnx.Module, list[dict]]:
     """Fine-tunes a copy of ``model``, training only the parameters ``strategy`` selects.
 
@@ -110,6 +111,10 @@ def finetune(
             L2-SP go into ``optimizer`` instead (``optax.chain(l2_sp(anchor), optax.adam(...))``).
         backbone_lr_scale: scale the updates of every trained parameter outside ``head`` by this factor (the
             published fine-tuning scripts use 0.1: the backbone learns ten times slower than the new head).
+        freeze_batch_norm: keep every BatchNorm in inference mode while training: it normalises with the
+            pre-trained running statistics, which stay unchanged (its scale and bias still train if selected).
+            The usual choice when fine-tuning a pre-trained BatchNorm network on small batches or little data, where
+            batch statistics are noisy and running averages adapted for a few hundred steps mix two domains.
 
     Returns:
         (trained model, history: one dict per epoch with ``loss``, the train metric, the eval metrics and
@@ -133,6 +138,8 @@ def finetune(
         raise ValueError(f"batch_size={batch_size} is larger than the {len(x)} training samples.")
     model = nnx.clone(model)
     model.train()
+    if freeze_batch_norm:
+        model.set_attributes(use_running_average=True, raise_if_not_found=False)
     tx = optimizer or optax.adam(1e-3)
     if backbone_lr_scale is not None:
         if not backbone_lr_scale > 0:

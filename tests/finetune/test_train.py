@@ -111,3 +111,21 @@ def test_backbone_learning_rate_scale():
     assert moved(slow, "head") > 0
     with pytest.raises(ValueError, match="backbone_lr_scale must be > 0"):
         finetune(model, (X, Y), backbone_lr_scale=0.0, **kw)
+
+
+def test_freeze_batch_norm_keeps_the_running_statistics():
+    from jaxtransfer.models import CNN
+
+    model = CNN(1, 4, 1, 3, norm="batch", rngs=nnx.Rngs(0))
+    x = rng.normal(2.0, 3.0, size=(64, 6, 6, 1)).astype(np.float32)  # far from the initial statistics (0, 1)
+    y = rng.integers(0, 3, 64).astype(np.int32)
+    stats = lambda m: jax.tree.leaves(nnx.state(m, nnx.BatchStat))  # noqa: E731
+    frozen, _ = finetune(model, (x, y), strategy="full", epochs=2, batch_size=16, progress=False,
+                         freeze_batch_norm=True)  # fmt: skip
+    moved, _ = finetune(model, (x, y), strategy="full", epochs=2, batch_size=16, progress=False)
+    assert all(np.array_equal(a, b) for a, b in zip(stats(frozen), stats(model), strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(stats(moved), stats(model), strict=True))
+    changed = jax.tree.map(
+        lambda a, b: not np.array_equal(a, b), nnx.state(frozen, nnx.Param), nnx.state(model, nnx.Param)
+    )
+    assert all(jax.tree.leaves(changed))  # every parameter, BatchNorm scale and bias included, still trains
