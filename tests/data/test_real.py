@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from jaxtransfer._packages import package_file
 from jaxtransfer.data import (
     digits,
     efficientnet_preprocess,
@@ -15,7 +16,6 @@ from jaxtransfer.data import (
     stratified_split,
     twitter_sentiment,
 )
-from jaxtransfer.data.dataset import package_file
 
 
 def _installed(module):
