@@ -42,8 +42,9 @@ def score_features(
     """Every score of one candidate on labelled target data.
 
     Returns:
-        ``{"scores": {name: value}, "seconds": {name: s}, "extract_seconds": s, "dim": D}``; the extraction
-        (one batched, jitted pass giving the features and the source head's softmax) is timed once.
+        ``{"scores": {name: value}, "seconds": {name: s}, "extract_seconds": s, "dim": D, "errors": {name: msg}}``;
+        the extraction (one batched, jitted pass giving the features and the source head's softmax) is timed once.
+        A score that raises on this model is NaN in ``scores`` and its message is in ``errors``.
     """
     unknown = [s for s in scores if s not in SCORES]
     if unknown:
@@ -57,7 +58,7 @@ def score_features(
         progress=False,
     )
     extract_seconds = time.perf_counter() - started
-    values, seconds = {}, {}
+    values, seconds, errors = {}, {}, {}
     for name in scores:
         if name == "leep":
             arg = out["probs"]
@@ -66,9 +67,13 @@ def score_features(
         else:
             arg = out["features"]
         started = time.perf_counter()
-        values[name] = float(SCORES[name](arg, labels))
+        try:
+            values[name] = float(SCORES[name](arg, labels))
+        except (ValueError, FloatingPointError) as err:  # one score failing on one model does not end the run
+            values[name], errors[name] = float("nan"), f"{type(err).__name__}: {err}"
         seconds[name] = time.perf_counter() - started
-    return {"scores": values, "seconds": seconds, "extract_seconds": extract_seconds, "dim": out["features"].shape[1]}
+    return {"scores": values, "seconds": seconds, "extract_seconds": extract_seconds, "dim": out["features"].shape[1],
+            "errors": errors}  # fmt: skip
 
 
 def finetune_accuracy(
@@ -119,13 +124,20 @@ def finetune_accuracy(
 
 
 def _agreement(scores: Mapping[str, float], truth: Mapping[str, float]) -> dict:
-    pick = max(scores, key=scores.get)
+    """tau_w, pick, top-1 and relative accuracy over the models the score could rate (NaN: it failed on them)."""
+    failed = sorted(n for n, v in scores.items() if not np.isfinite(v))
+    rated = {n: v for n, v in scores.items() if np.isfinite(v)}
+    if len(rated) < 2:
+        nan = float("nan")
+        return {"weighted_tau": nan, "pick": None, "top1": False, "relative_accuracy": nan, "failed": failed}
+    pick = max(rated, key=rated.get)
     best = max(truth.values())
     return {
-        "weighted_tau": weighted_tau(scores, truth),
+        "weighted_tau": weighted_tau(rated, {n: truth[n] for n in rated}),
         "pick": pick,
         "top1": bool(truth[pick] >= best),
         "relative_accuracy": truth[pick] / best,
+        "failed": failed,
     }
 
 
@@ -192,9 +204,9 @@ def model_selection(
     per = report["targets"].values()
     report["summary"] = {
         s: {
-            "mean_weighted_tau": float(np.mean([t["agreement"][s]["weighted_tau"] for t in per])),
+            "mean_weighted_tau": float(np.nanmean([t["agreement"][s]["weighted_tau"] for t in per])),
             "top1_hits": int(sum(t["agreement"][s]["top1"] for t in per)),
-            "mean_relative_accuracy": float(np.mean([t["agreement"][s]["relative_accuracy"] for t in per])),
+            "mean_relative_accuracy": float(np.nanmean([t["agreement"][s]["relative_accuracy"] for t in per])),
             "speedup": float(sum(t["finetune_seconds"] for t in per) / sum(t["score_seconds"][s] for t in per)),
         }
         for s in scores
@@ -226,4 +238,8 @@ def summary_table(report: dict) -> str:
         summ = report["summary"][s]
         row += f"{summ['mean_weighted_tau']:>12.3f}{summ['top1_hits']:>5}/{n_targets}{summ['speedup']:>9.0f}x"
         lines.append(row)
+    for tname, t in report["targets"].items():
+        for s in scores:
+            if t["agreement"][s]["failed"]:
+                lines.append(f"({s} failed on {t['agreement'][s]['failed']} for {tname}: tau_w over the others)")
     return "\n".join(lines)

@@ -19,12 +19,20 @@ _REG = 1e-6  # added to every covariance diagonal, as scikit-learn's GaussianMix
 
 
 def _m_step(z, resp):
-    """Weights (M,), means (M, d), covariances (M, d, d) from responsibilities (n, M)."""
+    """Weights (M,), means (M, d), covariances (M, d, d) from responsibilities (n, M).
+
+    The diagonal gets 1e-6 (scikit-learn's reg_covar) plus 100 eps times the mean variance of z: in float64 the
+    second term is ~1e-14 of the scale and changes nothing; in float32 it keeps the Cholesky factorisation of a
+    component that holds fewer points than dimensions from failing on rounding (1e-6 alone is below float32's
+    resolution of features of scale 10, and the mixture then returned NaN).
+    """
     nk = jnp.sum(resp, axis=0) + 10 * jnp.finfo(z.dtype).eps
     means = jnp.matmul(resp.T, z, precision=_HI) / nk[:, None]
     diff = z[None, :, :] - means[:, None, :]  # (M, n, d)
     cov = jnp.einsum("mn,mnd,mne->mde", resp.T, diff, diff, precision=_HI) / nk[:, None, None]
-    cov = cov + _REG * jnp.eye(z.shape[1], dtype=z.dtype)[None]
+    scale = jnp.mean(jnp.var(z, axis=0))
+    reg = _REG + 100 * jnp.finfo(z.dtype).eps * scale
+    cov = cov + reg * jnp.eye(z.shape[1], dtype=z.dtype)[None]
     return nk / z.shape[0], means, cov
 
 
@@ -136,4 +144,9 @@ def nleep(
         raise ValueError(f"the mixture needs {m} components but there are only {f.shape[0]} samples.")
     z = pca(f, components_for_variance(f, variance))
     probs = gaussian_mixture_posteriors(z, m)
+    if not bool(jnp.all(jnp.isfinite(probs))):
+        raise FloatingPointError(
+            f"NLEEP's Gaussian mixture ({m} components, {z.shape[1]} principal axes, {z.shape[0]} samples) became "
+            "singular; pass float64 features or fewer components_per_class."
+        )
     return _leep(probs, lab, num_classes=c)

@@ -47,3 +47,15 @@ def test_nleep_errors():
         nleep(f, y, variance=0.0)
     with pytest.raises(ValueError, match="num_components must be"):
         gaussian_mixture_posteriors(f, 20)
+
+
+def test_float32_relu_features_with_small_components_stay_finite():
+    """ReLU6-like float32 features (scale 6, dead columns), 30 points per class for 5 components per class in
+    a ~100-dimensional principal subspace: with scikit-learn's absolute 1e-6 covariance floor alone the Cholesky
+    factorisation failed in float32 and the score was NaN."""
+    rng = np.random.default_rng(0)
+    y = np.arange(300) % 10
+    f = np.clip(2 * rng.normal(size=(300, 256)) + 2 * rng.normal(size=(10, 256))[y], 0, 6).astype(np.float32)
+    f[:, :100] = 0
+    value = float(nleep(f, y))
+    assert np.isfinite(value) and value <= 0
