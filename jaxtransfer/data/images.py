@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 
 import jax
@@ -37,12 +38,16 @@ def efficientnet_preprocess(images, size: int, *, batch_size: int = 256) -> np.n
         raise ValueError(f"images must be (n, H, W) or (n, H, W, 1 | 3); got shape {x.shape}.")
     if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
         raise ValueError("images must be finite with values in [0, 1].")
-    resize = jax.jit(lambda b: jax.image.resize(b, (b.shape[0], size, size, b.shape[-1]), "bilinear"))
     out = np.empty((len(x), size, size, 3), np.float32)
     for i in range(0, len(x), batch_size):
-        r = resize(jnp.asarray(x[i : i + batch_size]))
-        out[i : i + batch_size] = np.asarray((255.0 * jnp.broadcast_to(r, (*r.shape[:3], 3)) - 127.0) / 128.0)
+        out[i : i + batch_size] = np.asarray(_resize_normalise(jnp.asarray(x[i : i + batch_size]), size))
     return out
+
+
+@functools.partial(jax.jit, static_argnums=1)  # one compilation per input shape and size, reused across calls
+def _resize_normalise(batch: jax.Array, size: int) -> jax.Array:
+    r = jax.image.resize(batch, (batch.shape[0], size, size, batch.shape[-1]), "bilinear")
+    return (255.0 * jnp.broadcast_to(r, (*r.shape[:3], 3)) - 127.0) / 128.0
 
 
 def _images(name, images, labels, *, image_size, seed, fractions, max_per_class) -> Dataset:
