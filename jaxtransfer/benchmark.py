@@ -229,12 +229,15 @@ def summary_table(report: dict) -> str:
             gt = rows[n]["ground_truth"]["accuracy"]
             lines.append(f"{i:>4}  {n:<22}{rows[n]['scores'][primary]:>9.4f}{gt:>12.4f}{truth_rank[n]:>7}")
         lines.append("")
-    header = f"{'score':<12}" + "".join(f"{'tau_w ' + t:>24}" for t in report["targets"])
+    width = max(12, *(len(t) + 8 for t in report["targets"]))
+    header = f"{'score':<12}" + "".join(f"{'tau_w ' + t:>{width}}" for t in report["targets"])
     header += f"{'mean tau_w':>12}{'top-1':>7}{'speed-up':>10}"
     lines.append(header)
     n_targets = len(report["targets"])
     for s in sorted(scores, key=lambda s: -report["summary"][s]["mean_weighted_tau"]):
-        row = f"{s:<12}" + "".join(f"{t['agreement'][s]['weighted_tau']:>24.3f}" for t in report["targets"].values())
+        row = f"{s:<12}" + "".join(
+            f"{t['agreement'][s]['weighted_tau']:>{width}.3f}" for t in report["targets"].values()
+        )
         summ = report["summary"][s]
         row += f"{summ['mean_weighted_tau']:>12.3f}{summ['top1_hits']:>5}/{n_targets}{summ['speedup']:>9.0f}x"
         lines.append(row)
