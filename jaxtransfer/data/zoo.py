@@ -31,6 +31,7 @@ training). Pre-training is deterministic (seeded init and shuffling) and each mo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -205,6 +206,12 @@ def to_8x8(images: np.ndarray) -> np.ndarray:
     return images if images.shape[1:3] == (8, 8) else resize(images, 8)
 
 
+@functools.cache
+def _num_classes(source: str) -> int:
+    """Classes of a source task (its head's width), computed once per process."""
+    return int(source_task(source)[1].max()) + 1
+
+
 def _pretrain(spec: ZooModel) -> nnx.Module:
     import optax
 
@@ -261,7 +268,7 @@ def build_zoo(
         started = time.perf_counter()
         restored = path.exists()
         if restored:
-            model = restore_model(spec.build(int(source_task(spec.source)[1].max()) + 1), path)
+            model = restore_model(spec.build(_num_classes(spec.source)), path)
         else:
             model = _pretrain(spec)
             save_model(model, path)
