@@ -1,18 +1,15 @@
-"""The optimised LogME algorithm: one eigendecomposition, then O(r) work per target per iteration.
+"""The optimised LogME algorithm: one eigendecomposition, then O(r) work per target per profile evaluation.
 
-Primal form (n > D): F^T F = V diag(s) V^T, z = V^T F^T y (D,). Written with t = a / b so that nothing
-overflows when b grows large,
-
-    gamma = sum_i s_i / (t + s_i),        n - gamma = n - D + sum_i t / (t + s_i),
-    m^T m = sum_i z_i^2 / (t + s_i)^2,    log det A = D log b + sum_i log(t + s_i),
-    ||F m - y||^2 = y^T y - sum_i z_i^2 (2 t + s_i) / (t + s_i)^2.
-
-Dual form (n <= D): F F^T = U diag(s) U^T (n x n, the same non-zero eigenvalues), p = U^T y (n,),
-z_i^2 = s_i p_i^2. The residual then has a form without cancellation, sum_i p_i^2 (t / (t + s_i))^2, and the
-D - n eigenvalues of F^T F that are zero still enter log det A as log a each (the published fast path drops them
-and over-estimates the score when n < D). The posterior mean is m = V z / (t + s) (primal) or F^T U p / (t + s)
-(dual, by the push-through identity (a I + b F^T F)^-1 F^T = F^T (a I + b F F^T)^-1). The K targets run together
-under ``jax.vmap``.
+Primal form (n > D, or sufficient statistics): F^T F = V diag(s) V^T, z = V^T F^T y (D,); the profile weights
+are w_i = z_i^2 / s_i and the least-squares residual q0 = y^T y - sum_i w_i (a difference: floored in
+``_profile``). Dual form (n <= D): F F^T = U diag(s) U^T (n x n, the same non-zero eigenvalues), p = U^T y,
+w_i = p_i^2 and q0 = the sum of p_i^2 over zero eigenvalues (no cancellation). Eigenvalues that are zero to
+working precision (``spectrum_cutoff``) are set to exactly 0, and the D - r zero eigenvalues of F^T F drop out of
+the profile exactly, so nothing is over-counted when n < D (the published fast path drops the log a terms of
+those eigenvalues and over-estimates the score). The global maximum over a / b is found per target by
+``_profile.maximize_profile``; the K targets run together under ``jax.vmap``. The posterior mean at t = a / b is
+m = V z / (t + s) (primal) or F^T U p / (t + s) (dual, by the push-through identity
+(a I + b F^T F)^-1 F^T = F^T (a I + b F F^T)^-1).
 """
 
 from __future__ import annotations
@@ -20,14 +17,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxtransfer.score._evidence import (
-    LogMEEvidence,
-    Pieces,
-    gaussian_evidence_per_sample,
-    initial_point,
-    maximize_evidence,
-    supremum,
-)
+from jaxtransfer.score._evidence import LogMEEvidence
+from jaxtransfer.score._profile import MeanPart, maximize_profile, spectrum_cutoff
 from jaxtransfer.score._targets import Dense, OneHot
 
 __all__: list[str] = []
@@ -35,28 +26,31 @@ __all__: list[str] = []
 _HI = jax.lax.Precision.HIGHEST
 
 
-def _solve(s, zz, yy, pp, *, n, d, tol, max_iter):
-    """One target: s (r,) eigenvalues, zz (r,) = z^2, yy = y^T y, pp (r,) = p^2 in the dual form else None."""
-    r = s.shape[0]
-    tiny = jnp.finfo(s.dtype).tiny
+def _clean_spectrum(s: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
+    """(eigenvalues with those below the rank cutoff set to 0, mask of the positive ones)."""
+    s = jnp.where(spectrum_cutoff(s, size), 0.0, jnp.maximum(s, 0.0))
+    return s, s > 0
 
-    def stats(a, b):
-        t = a / b
-        ts = t + s
-        gamma = jnp.sum(s / ts)
-        n_minus_gamma = (n - r) + jnp.sum(t / ts)
-        mm = jnp.sum(zz / jnp.square(ts))
-        if pp is None:
-            # A difference: at a near-perfect fit float rounding can leave it <= 0.
-            res = jnp.maximum(yy - jnp.sum(zz * (2.0 * t + s) / jnp.square(ts)), tiny)
-        else:
-            res = jnp.sum(pp * jnp.square(t / ts))
-        logdet = d * jnp.log(b) + jnp.sum(jnp.log(ts)) + (d - r) * jnp.log(t)
-        return Pieces(gamma, n_minus_gamma, mm, res, logdet)
 
-    a0, b0 = initial_point(n, d, yy, jnp.sum(s))
-    a, b, ev, it, done = maximize_evidence(stats, a0, b0, n=n, d=d, tol=tol, max_iter=max_iter)
-    return ev, a, b, it, done
+def _solve_all(s, w, q0, yy, n, *, tol, max_iter, mean=None):
+    if mean is None:
+        solve = jax.vmap(
+            lambda w, q0, yy: maximize_profile(s, w, q0, yy, n=n, tol=tol, max_iter=max_iter), in_axes=(1, 0, 0)
+        )
+        return solve(w, q0, yy)
+    mu_sq, mu_c, ybar = mean
+    solve = jax.vmap(
+        lambda w, q0, yy, mu_c, ybar: maximize_profile(
+            s, w, q0, yy, n=n, tol=tol, max_iter=max_iter, mean=MeanPart(mu_sq, mu_c, ybar)
+        ),
+        in_axes=(1, 0, 0, 1, 0),
+    )
+    return solve(w, q0, yy, mu_c, ybar)
+
+
+def _coefficients(x: jax.Array, s: jax.Array, pos: jax.Array, t: jax.Array) -> jax.Array:
+    """(r, K) x / (t + s) on the positive eigenvalues (0 elsewhere): 0 at t = inf, x / s at t = 0."""
+    return jnp.where(pos[:, None], x / (t[None, :] + jnp.where(pos, s, 1.0)[:, None]), 0.0)
 
 
 def primal_evidence(gram: jax.Array, cross: jax.Array, yy: jax.Array, n, *, tol: float, max_iter: int) -> LogMEEvidence:
@@ -70,51 +64,74 @@ def primal_evidence(gram: jax.Array, cross: jax.Array, yy: jax.Array, n, *, tol:
     """
     d = gram.shape[0]
     s, v = jnp.linalg.eigh(gram)
-    s = jnp.maximum(s, 0.0)
+    s, pos = _clean_spectrum(s, d)
     z = jnp.matmul(v.T, cross, precision=_HI)  # (D, K)
-    solve = jax.vmap(lambda zz, yy: _solve(s, zz, yy, None, n=n, d=d, tol=tol, max_iter=max_iter), in_axes=(1, 0))
-    ev, a, b, it, done = solve(jnp.square(z), yy)
-    coef = z / ((a / b)[None, :] + s[:, None])  # (D, K): column k is b z_k / (a + b s)
-    weights = jnp.matmul(v, coef, precision=_HI).T
-    return supremum(LogMEEvidence(ev, a, b, weights, it, done), n=n, yy=yy, noise_free=None, tol=tol)
+    w = jnp.where(pos[:, None], jnp.square(z) / jnp.where(pos, s, 1.0)[:, None], 0.0)
+    q0 = yy - jnp.sum(w, axis=0)
+    res = _solve_all(s, w, q0, yy, n, tol=tol, max_iter=max_iter)
+    weights = jnp.matmul(v, _coefficients(z, s, pos, res.t), precision=_HI).T
+    return LogMEEvidence(res.evidence, res.alpha, res.beta, weights, res.num_iter, res.converged, res.exact_fit)
 
 
 def dual_evidence(features: jax.Array, targets: OneHot | Dense, *, tol: float, max_iter: int) -> LogMEEvidence:
     """Maximised evidence of every target from the n x n Gram matrix F F^T (for n <= D)."""
-    n, d = features.shape
-    dtype = features.dtype
-    yy = targets.sq_norms(dtype)
+    n = features.shape[0]
+    yy = targets.sq_norms(features.dtype)
     s, u = jnp.linalg.eigh(jnp.matmul(features, features.T, precision=_HI))
-    s = jnp.maximum(s, 0.0)
+    s, pos = _clean_spectrum(s, n)
     p = targets.project(u)  # (n, K) = U^T Y
     pp = jnp.square(p)
-    solve = jax.vmap(lambda zz, yy, pp: _solve(s, zz, yy, pp, n=n, d=d, tol=tol, max_iter=max_iter), in_axes=(1, 0, 1))
-    ev, a, b, it, done = solve(s[:, None] * pp, yy, pp)
-    coef = p / ((a / b)[None, :] + s[:, None])
+    w = jnp.where(pos[:, None], pp, 0.0)
+    q0 = jnp.sum(jnp.where(pos[:, None], 0.0, pp), axis=0)
+    res = _solve_all(s, w, q0, yy, n, tol=tol, max_iter=max_iter)
+    coef = _coefficients(p, s, pos, res.t)
     weights = jnp.matmul(features.T, jnp.matmul(u, coef, precision=_HI), precision=_HI).T
-    interior = LogMEEvidence(ev, a, b, weights, it, done)
-    # Noise-free edge: y^T (F F^T)^-1 y = sum p^2 / s, finite only when F F^T is numerically invertible.
-    invertible = s[0] > s[-1] * n * jnp.finfo(dtype).eps
-    s_safe = jnp.where(invertible, s, 1.0)
-    quad = jnp.sum(pp / s_safe[:, None], axis=0)
-    ev_nf = gaussian_evidence_per_sample(n, quad, jnp.sum(jnp.log(s_safe)))
-    noise_free = LogMEEvidence(
-        evidence=jnp.where(invertible, ev_nf, -jnp.inf),
-        alpha=n / quad,
-        beta=jnp.full_like(a, jnp.inf),
-        weights=jnp.matmul(features.T, jnp.matmul(u, p / s_safe[:, None], precision=_HI)).T,
-        num_iter=it,
-        converged=jnp.ones_like(done),
+    return LogMEEvidence(res.evidence, res.alpha, res.beta, weights, res.num_iter, res.converged, res.exact_fit)
+
+
+def centred_evidence(features: jax.Array, targets: OneHot | Dense, *, tol: float, max_iter: int) -> LogMEEvidence:
+    """Maximised evidence of every target from the eigendecomposition of the centred Gram matrix (n > D).
+
+    F^T F = C^T C + n mu mu^T with C = F - 1 mu^T (``_profile.MeanPart``). Features with a large shared mean
+    (pooled ReLU activations) have a Gram matrix whose spread is a small fraction of its norm; float32 loses that
+    spread in F^T F but keeps it in C^T C. The result is the same evidence, more precise.
+    """
+    n, d = features.shape
+    dtype = features.dtype
+    mu = jnp.mean(features, axis=0)
+    c = features - mu[None, :]
+    yy = targets.sq_norms(dtype)
+    ybar = targets.sums(dtype) / n
+    s, v = jnp.linalg.eigh(jnp.matmul(c.T, c, precision=_HI))
+    s, pos = _clean_spectrum(s, d)
+    # C^T y_c = C^T y (the columns of C sum to zero).
+    zc = jnp.matmul(v.T, targets.project(c), precision=_HI)  # (D, K)
+    zc = jnp.where(pos[:, None], zc, 0.0)
+    w = jnp.where(pos[:, None], jnp.square(zc) / jnp.where(pos, s, 1.0)[:, None], 0.0)
+    q0 = targets.centred_sq_norms(dtype) - jnp.sum(w, axis=0)  # ||y_c||^2 - sum_i w_i
+    mu_r = jnp.matmul(v.T, mu, precision=_HI)  # (D,)
+    res = _solve_all(s, w, q0, yy, n, tol=tol, max_iter=max_iter, mean=(jnp.square(mu_r), mu_r[:, None] * zc, ybar))
+    # Posterior mean m = (F^T F + t I)^-1 F^T y by Sherman-Morrison on M = C^T C + t I.
+    t = jnp.where(jnp.isfinite(res.t), res.t, 0.0)
+    inv = jnp.where(pos[:, None] | (t[None, :] > 0), 1.0 / (t[None, :] + s[:, None]), 0.0)  # (D, K)
+    rhs = zc + n * ybar[None, :] * mu_r[:, None]  # V^T F^T y
+    m_inv_rhs = inv * rhs
+    m_inv_mu = inv * mu_r[:, None]
+    coef = (
+        m_inv_rhs
+        - m_inv_mu
+        * (n * jnp.sum(mu_r[:, None] * m_inv_rhs, axis=0) / (1.0 + n * jnp.sum(mu_r[:, None] * m_inv_mu, axis=0)))[
+            None, :
+        ]
     )
-    return supremum(interior, n=n, yy=yy, noise_free=noise_free, tol=tol)
+    coef = jnp.where(jnp.isfinite(res.t)[None, :], coef, 0.0)
+    weights = jnp.matmul(v, coef, precision=_HI).T
+    return LogMEEvidence(res.evidence, res.alpha, res.beta, weights, res.num_iter, res.converged, res.exact_fit)
 
 
 def optimized_evidence(features: jax.Array, targets: OneHot | Dense, *, tol: float, max_iter: int) -> LogMEEvidence:
-    """Maximised evidence of every target from one eigendecomposition (primal if n > D, else dual)."""
+    """Maximised evidence of every target from one eigendecomposition (dual if n <= D, else the centred primal)."""
     n, d = features.shape
     if n <= d:
         return dual_evidence(features, targets, tol=tol, max_iter=max_iter)
-    gram = jnp.matmul(features.T, features, precision=_HI)
-    return primal_evidence(
-        gram, targets.project(features), targets.sq_norms(features.dtype), n, tol=tol, max_iter=max_iter
-    )
+    return centred_evidence(features, targets, tol=tol, max_iter=max_iter)

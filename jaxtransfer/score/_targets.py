@@ -30,6 +30,15 @@ class OneHot(NamedTuple):
         ones = jnp.ones(self.labels.shape, dtype)
         return jax.ops.segment_sum(ones, self.labels, num_segments=self.num_classes)
 
+    def sums(self, dtype) -> jax.Array:
+        """(K,) sum_i y_ik: the class counts."""
+        return self.sq_norms(dtype)
+
+    def centred_sq_norms(self, dtype) -> jax.Array:
+        """(K,) ||y_k - mean(y_k)||^2 = n_k (n - n_k) / n, without a difference of large numbers."""
+        counts = self.sq_norms(dtype)
+        return counts * (self.labels.shape[0] - counts) / self.labels.shape[0]
+
     def column(self, k: jax.Array, dtype) -> jax.Array:
         return (self.labels == k).astype(dtype)
 
@@ -48,6 +57,12 @@ class Dense(NamedTuple):
 
     def sq_norms(self, dtype) -> jax.Array:
         return jnp.sum(jnp.square(self.y), axis=0).astype(dtype)
+
+    def sums(self, dtype) -> jax.Array:
+        return jnp.sum(self.y, axis=0).astype(dtype)
+
+    def centred_sq_norms(self, dtype) -> jax.Array:
+        return jnp.sum(jnp.square(self.y - jnp.mean(self.y, axis=0, keepdims=True)), axis=0).astype(dtype)
 
     def column(self, k: jax.Array, dtype) -> jax.Array:
         return self.y[:, k].astype(dtype)

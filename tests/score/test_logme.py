@@ -304,7 +304,7 @@ def test_usable_inside_jit_with_num_classes():
 
 def test_warns_when_iteration_cap_is_hit():
     f, labels = _classification_data(14, 100, 8, 3)
-    with pytest.warns(RuntimeWarning, match="did not converge in max_iter=1"):
+    with pytest.warns(RuntimeWarning, match="was not located to tol in max_iter=1"):
         logme(f, labels, max_iter=1)
 
 
@@ -324,5 +324,10 @@ def test_no_warning_at_defaults_on_typical_data():
 )
 def test_arbitrary_finite_features_give_a_finite_score(x64, f):
     labels = np.arange(f.shape[0]) % 2
-    res = logme_evidence(f, labels, max_iter=500)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = logme_evidence(f, labels, max_iter=500)
     assert np.isfinite(np.asarray(res.evidence)).all()
+    # A target that the features fit exactly has unbounded evidence: it must be flagged, never silent.
+    flagged = any("linear functions of the features" in str(w.message) for w in caught)
+    assert flagged == bool(np.asarray(res.exact_fit).any())
