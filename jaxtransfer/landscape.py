@@ -126,12 +126,10 @@ def random_directions(theta, key: jax.Array, *, normalize: str | None = "filter"
         if normalize is not None and w.ndim <= 1:
             d = jnp.zeros_like(d)
         elif normalize == "filter":
+            # Every axis but the output axis (the last in Flax), for kernels of any rank (Dense 2-D, Conv 3-D to 5-D).
             axes = tuple(range(w.ndim - 1))
-            d = (
-                d
-                * jnp.linalg.norm(w, axis=axes, keepdims=True)
-                / (jnp.linalg.norm(d, axis=axes, keepdims=True) + 1e-10)
-            )
+            w_norm = jnp.sqrt(jnp.sum(jnp.square(w.astype(jnp.float32)), axis=axes, keepdims=True))
+            d = d * w_norm / (jnp.sqrt(jnp.sum(jnp.square(d), axis=axes, keepdims=True)) + 1e-10)
         elif normalize == "layer":
             d = d * jnp.linalg.norm(w) / (jnp.linalg.norm(d) + 1e-10)
         out.append(d.astype(w.dtype))

@@ -218,4 +218,9 @@ def weighted_tau(scores, ground_truth) -> float:
         raise ValueError("weighted_tau needs at least 2 models.")
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ValueError("scores and ground_truth must be finite.")
+    for name, v in (("scores", x), ("ground_truth", y)):
+        if np.all(v == v[0]):
+            raise ValueError(
+                f"{name} is the same for every model ({v[0]!r}): it orders no pair, so weighted tau is undefined."
+            )
     return float(weightedtau(x, y).statistic)

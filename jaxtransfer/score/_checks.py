@@ -103,6 +103,15 @@ def check_class_labels(
         raise ValueError(f"{name} has {arr.shape[0]} entries but {against} has {n}.")
     if num_classes is not None and (not isinstance(num_classes, int | np.integer) or num_classes < min_classes):
         raise ValueError(f"the number of classes of {name} must be an integer >= {min_classes}; got {num_classes!r}.")
+    if _is_concrete(arr) and arr.size:
+        # Range checks in the labels' own dtype, before the cast to int32 can wrap a large id around.
+        host_own = np.asarray(arr)
+        lo_own, hi_own = host_own.min(), host_own.max()
+        if lo_own < 0:
+            raise ValueError(f"{name} must be >= 0; got {lo_own}.")
+        if hi_own > np.iinfo(np.int32).max or (num_classes is not None and hi_own >= num_classes):
+            bound = f"num_classes={num_classes}" if num_classes is not None else "2**31 - 1"
+            raise ValueError(f"{name} must be < {bound}; got {hi_own} (dtype {arr.dtype}).")
     out = jnp.asarray(arr, dtype=jnp.int32)
     if not _is_concrete(out):
         if num_classes is None:
@@ -195,11 +204,41 @@ def check_probabilities(probs, n: int, name: str = "source_probs", *, atol: floa
     return p
 
 
-def check_features_and_labels(features, labels, num_classes: int | None = None) -> tuple[jax.Array, jax.Array, int]:
-    """The common checks of the feature-based scores: (n, D) features and (n,) class ids -> (f, labels, C)."""
+def check_features_and_labels(
+    features, labels, num_classes: int | None = None, *, rescale: bool = False
+) -> tuple[jax.Array, jax.Array, int]:
+    """The common checks of the feature-based scores: (n, D) features and (n,) class ids -> (f, labels, C).
+
+    Features whose rows are all identical (all zeros included) carry no information that these scores can
+    measure (their covariances are zero): that raises ``ValueError`` instead of a NaN or an arbitrary value.
+    ``rescale=True`` (for scores invariant to the feature scale) divides the features by a power of two near
+    max |F|: exact in floating point, so the score is the same at every finite scale and no Gram matrix
+    overflows or underflows.
+    """
     f = check_features(features)
     lab, c = check_class_labels(labels, f.shape[0], num_classes)
-    return f, lab, c
+    if _is_concrete(f) and not bool(jnp.any(f != f[:1])):
+        raise ValueError(
+            "features are the same for every sample (constant rows): no score can tell classes apart with them; "
+            "check the feature extractor (e.g. a dead layer or an all-zero input)."
+        )
+    return (power_of_two_rescale(f)[0] if rescale else f), lab, c
+
+
+def power_of_two_rescale(f: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(f / 2^k, 2^k) with max |f| / 2^k in [0.5, 1): exact in floating point (only exponents change)."""
+    _, exponent = jnp.frexp(jnp.max(jnp.abs(f)))
+    return jnp.ldexp(f, -exponent), jnp.ldexp(jnp.ones((), f.dtype), exponent)
+
+
+def finite_result(value: jax.Array, score: str) -> jax.Array:
+    """Raises ``FloatingPointError`` on a non-finite score (concrete values only); returns it unchanged."""
+    if _is_concrete(value) and not bool(jnp.all(jnp.isfinite(value))):
+        raise FloatingPointError(
+            f"{score}: the score is not finite ({value}); the features overflow or underflow this score's "
+            "computation at their scale or precision. Rescale the features or use float64 (jax_enable_x64)."
+        )
+    return value
 
 
 def check_logme_inputs(features, labels, regression, num_classes, tol, max_iter, method):

@@ -56,4 +56,4 @@ def gbc(
     if pca_dim is not None and (not isinstance(pca_dim, int) or pca_dim < 1):
         raise ValueError(f"pca_dim must be a positive integer or None; got {pca_dim!r}.")
     f, lab, c = _checks.check_features_and_labels(features, labels, num_classes)
-    return _gbc(f, lab, num_classes=c, pca_dim=pca_dim, spherical=gaussian == "spherical")
+    return _checks.finite_result(_gbc(f, lab, num_classes=c, pca_dim=pca_dim, spherical=gaussian == "spherical"), "gbc")

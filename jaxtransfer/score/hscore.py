@@ -22,9 +22,17 @@ def _between_class_cov(f, labels, num_classes):
 
 @functools.partial(jax.jit, static_argnames=("num_classes",))
 def _hscore(f, labels, *, num_classes):
-    cov_f = covariance(f)
-    # Pseudo-inverse for a singular covariance (n < D, constant features), relative cutoff D * eps.
-    return jnp.trace(jnp.linalg.pinv(cov_f, hermitian=True) @ _between_class_cov(f, labels, num_classes))
+    # With F_c = F - 1 mu^T = U S V^T (thin SVD) and P the projection on the class indicators,
+    # tr(cov(f)^+ cov(E[f|y])) = tr((F_c^T F_c)^+ F_c^T P F_c) = sum_k ||U_r^T y_k||^2 / n_k over the r singular
+    # vectors above the relative cutoff max(n, D) eps s_max. The left singular vectors of F_c are accurate in
+    # float32 where the pseudo-inverse of a float32 covariance (eigenvalues s^2, noise eps s_max^2) is not.
+    n, d = f.shape
+    c = f - jnp.mean(f, axis=0, keepdims=True)
+    u, sv, _ = jnp.linalg.svd(c, full_matrices=False)
+    keep = sv > jnp.max(sv) * max(n, d) * jnp.finfo(f.dtype).eps
+    proj = jax.ops.segment_sum(u, labels, num_segments=num_classes)  # (C, r) = Y^T U
+    counts = jax.ops.segment_sum(jnp.ones((n,), f.dtype), labels, num_segments=num_classes)
+    return jnp.sum(jnp.where(keep[None, :], jnp.square(proj), 0.0) / counts[:, None])
 
 
 def ledoit_wolf_shrinkage(features) -> jax.Array:
@@ -65,8 +73,8 @@ def hscore(features, labels, *, num_classes: int | None = None) -> jax.Array:
         Scalar in [0, min(D, C - 1)], higher = better transfer. cov(f)^+ is the pseudo-inverse, so n < D and
         constant features are allowed (the estimate is then noisy: prefer :func:`hscore_regularized`).
     """
-    f, lab, c = _checks.check_features_and_labels(features, labels, num_classes)
-    return _hscore(f, lab, num_classes=c)
+    f, lab, c = _checks.check_features_and_labels(features, labels, num_classes, rescale=True)
+    return _checks.finite_result(_hscore(f, lab, num_classes=c), "hscore")
 
 
 def hscore_regularized(features, labels, *, num_classes: int | None = None) -> jax.Array:
@@ -75,5 +83,5 @@ def hscore_regularized(features, labels, *, num_classes: int | None = None) -> j
     The estimate of cov(f) from few samples is poor; shrinking it towards (tr/D) I with the Ledoit-Wolf
     coefficient a (:func:`ledoit_wolf_shrinkage`) makes the score reliable for small n (Ibrahim et al., 2022).
     """
-    f, lab, c = _checks.check_features_and_labels(features, labels, num_classes)
-    return _hscore_regularized(f, lab, num_classes=c)
+    f, lab, c = _checks.check_features_and_labels(features, labels, num_classes, rescale=True)
+    return _checks.finite_result(_hscore_regularized(f, lab, num_classes=c), "hscore_regularized")

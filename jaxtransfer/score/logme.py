@@ -16,6 +16,7 @@ are the float32 bottleneck.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -84,10 +85,15 @@ def logme_evidence(
     """
     f, y, c = _checks.check_logme_inputs(features, labels, regression, num_classes, tol, max_iter, method)
     tol = jnp.asarray(tol, f.dtype)
+    # The maximised evidence is invariant to the feature scale; dividing by a power of two is exact, so the
+    # score is the same at every finite scale and F^T F can neither overflow nor underflow (e.g. at 1e+-10 in
+    # float32). The weights and alpha are mapped back: F m = (F / s)(s m), and a' = a / s^2 for the scaled F.
+    scaled, scale = _checks.power_of_two_rescale(f)
     if c is None:
-        result = _regression(f, y, tol, method=method, max_iter=max_iter)
+        result = _regression(scaled, y, tol, method=method, max_iter=max_iter)
     else:
-        result = _classification(f, y, tol, num_classes=c, method=method, max_iter=max_iter)
+        result = _classification(scaled, y, tol, num_classes=c, method=method, max_iter=max_iter)
+    result = dataclasses.replace(result, weights=result.weights / scale, alpha=result.alpha * scale**2)
     check_result(result, max_iter, method)
     return result
 

@@ -23,10 +23,16 @@ def _row_correlation(x):
     return jnp.matmul(c, c.T, precision=_HI)
 
 
-def _pearson(a, b):
+def _unit(a):
+    """a centred and scaled to unit norm; the scale is taken out first, so the squares cannot overflow."""
     a = a - jnp.mean(a)
-    b = b - jnp.mean(b)
-    return jnp.sum(a * b) / jnp.sqrt(jnp.sum(a * a) * jnp.sum(b * b))
+    a = a / jnp.max(jnp.abs(a))
+    return a / jnp.linalg.norm(a)
+
+
+def _pearson(a, b):
+    """Pearson correlation of two long vectors (n^2 / 2 ranks: their sums of squares overflow float32 as such)."""
+    return jnp.sum(_unit(a) * _unit(b))
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "pca_dim"))
@@ -50,7 +56,8 @@ def parc(features, labels, *, pca_dim: int | None = 32, num_classes: int | None 
     The features are projected on their top ``pca_dim`` principal axes (32, as published; None: as they are)
     and standardised per dimension; corr is the Pearson correlation between samples (rows), Y the one-hot
     labels. Ties get average ranks. Memory and time are O(n^2): subsample large data sets (the published
-    code keeps 15,000 samples).
+    code keeps 15,000 samples). A constant rank vector (all samples in one class, or identical rows) has no
+    correlation: that raises ``ValueError`` from the input checks or ``FloatingPointError`` here.
 
     Args:
         features: (n, D); labels: (n,) class ids in [0, C); pca_dim: as above (>= 2); num_classes: C.
@@ -60,7 +67,7 @@ def parc(features, labels, *, pca_dim: int | None = 32, num_classes: int | None 
     """
     if pca_dim is not None and (not isinstance(pca_dim, int) or pca_dim < 2):
         raise ValueError(f"pca_dim must be an integer >= 2 or None; got {pca_dim!r}.")
-    f, lab, c = _checks.check_features_and_labels(features, labels, num_classes)
+    f, lab, c = _checks.check_features_and_labels(features, labels, num_classes, rescale=True)
     if min(f.shape[1], pca_dim or f.shape[1]) < 2:
         raise ValueError(f"parc needs at least 2 feature dimensions to correlate samples; got {f.shape[1]}.")
-    return _parc(f, lab, num_classes=c, pca_dim=pca_dim)
+    return _checks.finite_result(_parc(f, lab, num_classes=c, pca_dim=pca_dim), "parc")

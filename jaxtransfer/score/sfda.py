@@ -27,8 +27,14 @@ def _fisher_probabilities(x, labels, num_classes, shrinkage):
     means = class_means(x, labels, num_classes)
     priors = class_counts(labels, num_classes, x.dtype) / x.shape[0]
     sw = _within_scatter(x, labels, means)
-    shrunk = (1 - shrinkage) * sw + shrinkage * jnp.trace(sw) / d * jnp.eye(d, dtype=x.dtype)
-    coef = jnp.linalg.solve(shrunk, means.T).T  # (C, D): mu_k^T S^-1
+    # (1 - l) S_w + l (tr S_w / D) I is inverted in the eigenbasis of S_w. With D >= n, S_w has D - n + C zero
+    # eigenvalues and l can be as small as 1e-10: a direct solve in float32 then sees eigenvalue noise
+    # (~eps lambda_max) far above l tr / D and returns garbage (the score collapsed to 1/C). Eigenvalues at
+    # rounding level are set to exactly 0, so float32 inverts the same matrix as float64.
+    lam, vecs = jnp.linalg.eigh(sw)
+    lam = jnp.where(lam <= jnp.max(lam) * d * jnp.finfo(x.dtype).eps, 0.0, lam)
+    inv = 1.0 / ((1 - shrinkage) * lam + shrinkage * jnp.sum(lam) / d)
+    coef = jnp.matmul(jnp.matmul(means, vecs, precision=_HI) * inv[None, :], vecs.T, precision=_HI)  # mu_k^T S^-1
     intercept = -0.5 * jnp.sum(coef * means, axis=1) + jnp.log(priors)
     return jax.nn.softmax(jnp.matmul(x, coef.T, precision=_HI) + intercept[None, :], axis=1), sw
 
@@ -37,7 +43,9 @@ def _fisher_probabilities(x, labels, num_classes, shrinkage):
 def _sfda(x, labels, *, num_classes):
     means = class_means(x, labels, num_classes)
     sw = _within_scatter(x, labels, means)
-    shrinkage = jnp.maximum(jnp.exp(-5.0 * jnp.linalg.eigvalsh(sw)[-1]), 1e-10)
+    spread = jnp.max(jnp.abs(x))
+    if_degenerate = jnp.where(spread > 0, 0.0, jnp.nan)  # all-zero features: no scatter to shrink towards
+    shrinkage = jnp.maximum(jnp.exp(-5.0 * jnp.linalg.eigvalsh(sw)[-1]), 1e-10) + if_degenerate
     probs, _ = _fisher_probabilities(x, labels, num_classes, shrinkage)
     # ConfMix: soften the probabilities, then pull each sample towards the mean of the other classes' means
     # by (1 - its softened probability of the true class).
@@ -61,7 +69,9 @@ def sfda(features, labels, *, num_classes: int | None = None) -> jax.Array:
     3. Regularised FDA again (same l) on the mixed features; the score is the mean posterior of the true class.
 
     lambda_max is computed exactly (the published code runs three power iterations). Note that, as published,
-    the score depends on the scale of the features through l.
+    the score depends on the scale of the features through l (until l reaches its floor 1e-10). With D >= n the
+    within-class scatter is singular and the classifier separates the training samples: the score is then close
+    to 1 for any features (float32 and float64 agree; it carries little information there).
 
     Args:
         features: (n, D); labels: (n,) class ids in [0, C), C >= 2; num_classes: C.
@@ -70,4 +80,4 @@ def sfda(features, labels, *, num_classes: int | None = None) -> jax.Array:
         Scalar in (0, 1], higher = better transfer.
     """
     f, lab, c = _checks.check_features_and_labels(features, labels, num_classes)
-    return _sfda(f, lab, num_classes=c)
+    return _checks.finite_result(_sfda(f, lab, num_classes=c), "sfda")
