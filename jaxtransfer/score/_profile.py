@@ -178,12 +178,12 @@ def maximize_profile(
         n_alpha = n * jnp.sum(mean.mu_sq * inv)
         return n_alpha, n * jnp.square(mean.ybar - jnp.sum(mean.mu_c * inv)) / (1.0 + n_alpha)
 
-    def q_of(u):
-        return q0 + jnp.sum(w * jax.nn.sigmoid(u - ls)) + mean_terms(u)[1]  # t / (t + s) = sigmoid(log t - log s)
+    def q_and_n_alpha(u):
+        n_alpha, extra = mean_terms(u)
+        return q0 + jnp.sum(w * jax.nn.sigmoid(u - ls)) + extra, n_alpha  # t / (t + s) = sigmoid(log t - log s)
 
     def profile(u):
-        n_alpha, extra = mean_terms(u)
-        q = q0 + jnp.sum(w * jax.nn.sigmoid(u - ls)) + extra
+        q, n_alpha = q_and_n_alpha(u)
         return null_evidence(n, q) - (0.5 / n) * (jnp.sum(jax.nn.softplus(ls - u)) + jnp.log1p(n_alpha))
 
     # Grid range: the eigenvalue range with margin; with q0 > 0 and r < n, P rises as t falls below s_min until
@@ -198,7 +198,7 @@ def maximize_profile(
     u_hi = ls_max + _MARGIN
     grid = jnp.linspace(u_lo, u_hi, GRID_SIZE, dtype=dtype)
     u_best, f_best, it, converged = refine_maximum(profile, grid, jax.vmap(profile)(grid), tol=tol, max_iter=max_iter)
-    t_best, q_best = jnp.exp(u_best), q_of(u_best)
+    t_best, q_best = jnp.exp(u_best), q_and_n_alpha(u_best)[0]
     if mean is not None:  # the residual left at the smallest t must be at rounding level too for an exact fit
         exact_fit = exact_fit & (mean_terms(u_lo)[1] <= floor)
 
