@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from jaxtransfer._files import atomic_write_text, check_output_path
 
 __all__ = ["main"]
 
@@ -16,32 +19,44 @@ class CLIError(Exception):
     """A user error: printed as one line, exit code 2."""
 
 
+def _exists(path: str) -> bool:
+    try:
+        return Path(path).exists()
+    except OSError as err:  # a name longer than the file system allows
+        raise CLIError(f"{path[:60]}...: cannot use this path: {err.strerror or err}") from err
+
+
 def _load_array(spec: str, key: str | None = None) -> np.ndarray:
     """Loads ``path`` or ``path:key`` (.npy, .npz, .safetensors, .txt/.csv)."""
-    path, _, inline_key = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
+    path, _, inline_key = spec.partition(":") if not _exists(spec) else (spec, "", "")
     key = inline_key or key
     p = Path(path)
-    if not p.exists():
+    if not _exists(path):
         raise CLIError(f"no such file: {path}")
+    if p.is_dir():
+        raise CLIError(f"{path} is a directory, not an array file")
     suffix = p.suffix.lower()
+    kinds = {".npy": "a valid .npy array file", ".npz": "a valid .npz archive", ".safetensors": "a valid "
+             ".safetensors file", ".txt": "a text table of numbers", ".csv": "a CSV table of numbers"}  # fmt: skip
+    if suffix not in kinds:
+        raise CLIError(f"{path}: unsupported file type {suffix!r} (use .npy, .npz, .safetensors, .txt, .csv)")
+    if suffix == ".safetensors":
+        try:
+            from safetensors.numpy import load_file
+        except ImportError as err:
+            raise CLIError(f"{path}: reading .safetensors needs `pip install safetensors`") from err
     try:
         if suffix == ".npy":
             return np.load(p, allow_pickle=False)
         if suffix in (".txt", ".csv"):
-            return np.loadtxt(p, delimiter="," if suffix == ".csv" else None)
+            return np.loadtxt(p, delimiter="," if suffix == ".csv" else None, ndmin=1)
         if suffix == ".npz":
             with np.load(p, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
-        elif suffix == ".safetensors":
-            try:
-                from safetensors.numpy import load_file
-            except ImportError as err:
-                raise CLIError(f"{path}: reading .safetensors needs `pip install safetensors`") from err
-            arrays = load_file(str(p))
         else:
-            raise CLIError(f"{path}: unsupported file type {suffix!r} (use .npy, .npz, .safetensors, .txt, .csv)")
-    except (OSError, ValueError) as err:
-        raise CLIError(f"{path}: cannot read: {err}") from err
+            arrays = load_file(str(p))
+    except Exception as err:  # truncated, empty, corrupt or pickled files: every reader raises its own type
+        raise CLIError(f"{path}: not {kinds[suffix]} (empty, truncated or corrupt); write it again") from err
     if key is not None:
         if key not in arrays:
             raise CLIError(f"{path}: no array named {key!r}; it holds {sorted(arrays)}")
@@ -51,9 +66,21 @@ def _load_array(spec: str, key: str | None = None) -> np.ndarray:
     return next(iter(arrays.values()))
 
 
+def _output(args, inputs=()) -> Path | None:
+    """The checked ``--json`` path (before any work: a bad output path fails fast, nothing is clobbered)."""
+    if not args.json:
+        return None
+    try:
+        return check_output_path(args.json, force=args.force, inputs=inputs)
+    except ValueError as err:
+        raise CLIError(f"--json: {err}") from err
+
+
 def _rank(args) -> int:
     from jaxtransfer.select import rank
 
+    inputs = [args.labels] + [s if _exists(s) else s.partition(":")[0] for s in args.models]
+    out = _output(args, inputs)
     labels = _load_array(args.labels)
     if not args.regression:
         if labels.ndim != 1:
@@ -76,17 +103,24 @@ def _rank(args) -> int:
     kwargs = {"regression": True} if args.regression else {}
     try:
         ranking = rank(features, labels, score=args.score or ["logme"], **kwargs)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, FloatingPointError) as err:
         raise CLIError(str(err)) from err
     print(ranking)
-    if args.json:
-        ranking.to_json(args.json)
+    if out is not None:
+        atomic_write_text(out, ranking.to_json() + "\n")
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``jaxtransfer rank: error: ...``) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxtransfer", description="Transfer learning in JAX.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="jaxtransfer", description="Transfer learning in JAX.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo = sub.add_parser(
         "demo",
         help="the model-zoo experiment: pre-train a zoo, fine-tune it on real targets, check every score against it",
@@ -99,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="--feature-maps: seed of the random feature maps")
     demo.add_argument("--no-probe", action="store_true", help="--feature-maps: skip the probe ground truth")
     demo.add_argument("--json", metavar="PATH", help="also write the report to this JSON file")
+    demo.add_argument("--force", action="store_true", help="overwrite the --json file if it exists")
 
     from jaxtransfer.select import SCORES
 
@@ -124,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--regression", action="store_true", help="labels are real-valued targets (LogME only)")
     r.add_argument("--key", metavar="NAME", help="array name to read from every .npz/.safetensors file")
     r.add_argument("--json", metavar="PATH", help="also write the ranked table to this JSON file")
+    r.add_argument("--force", action="store_true", help="overwrite the --json file if it exists (never an input)")
 
     c = sub.add_parser(
         "convert",
@@ -152,21 +188,35 @@ def _convert(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "demo":
-        from jaxtransfer.demo import run_demo, run_feature_demo
+def _demo(args) -> int:
+    from jaxtransfer.demo import run_demo, run_feature_demo
 
-        table = run_feature_demo(seed=args.seed, probe=not args.no_probe) if args.feature_maps else run_demo()
-        if args.json:
-            with open(args.json, "w") as fh:
-                json.dump(table, fh, indent=2)
-        return 0
+    out = _output(args)
+    table = run_feature_demo(seed=args.seed, probe=not args.no_probe) if args.feature_maps else run_demo()
+    if out is not None:
+        atomic_write_text(out, json.dumps(table, indent=2) + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line; every failure is one line on stderr and exit status 2.
+
+    Set ``JAXTRANSFER_DEBUG=1`` to see the traceback of an unexpected error instead.
+    """
+    args = _parser().parse_args(argv)
+    commands = {"demo": _demo, "rank": _rank, "convert": _convert}
     try:
-        return _convert(args) if args.command == "convert" else _rank(args)
+        return commands[args.command](args)
     except CLIError as err:
-        print(f"jaxtransfer {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        message = str(err)
+    except KeyboardInterrupt:
+        message = "interrupted"
+    except Exception as err:  # anything else is still one line (the error type says where to look)
+        if os.environ.get("JAXTRANSFER_DEBUG"):
+            raise
+        message = f"{type(err).__name__}: {err}".splitlines()[0]
+    print(f"jaxtransfer {args.command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtransfer.soup import _check_same, _is_float
+from jaxtransfer._pytree import as_arrays, check_same, is_float
 
 __all__ = ["Criticality", "dotted_path", "module_criticality"]
 
@@ -90,15 +90,36 @@ def module_criticality(
         eps, alphas, sigmas, num_samples: the threshold and the grid (defaults: the reference 11 x 11, 10 samples).
 
     Raises:
-        ValueError: mismatched pytrees, a module that selects no leaf, eps < 0, a final loss that is not > 0.
+        ValueError: mismatched pytrees, a module that selects no leaf, eps < 0, a final loss that is not > 0,
+            empty or non-finite grids, sigmas <= 0, num_samples < 1.
+        FloatingPointError: the final loss is not finite, or the perturbed loss is NaN somewhere on the grid.
+
+    A module with no feasible grid point (the loss rises above (1 + eps) x the final loss everywhere) gets
+    criticality ``inf``.
     """
-    _check_same(theta_init, theta_final, 1)
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0; got {eps!r}.")
+    theta_init, theta_final = as_arrays(theta_init), as_arrays(theta_final)
+    check_same(theta_init, theta_final, names=("theta_init", "theta_final"))
+    if not (isinstance(eps, int | float | np.number) and np.isfinite(eps) and eps >= 0):
+        raise ValueError(f"eps must be a finite number >= 0; got {eps!r}.")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int | np.integer) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer; got {num_samples!r}.")
+    if isinstance(chunk, bool) or not isinstance(chunk, int | np.integer) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer; got {chunk!r}.")
+    if not isinstance(modules, Mapping) or not modules:
+        raise ValueError(f"modules must be a non-empty mapping name -> path prefix or predicate; got {modules!r}.")
     alphas = np.linspace(0.0, 1.0, 11) if alphas is None else np.asarray(alphas, np.float64)
     sigmas = np.logspace(-16, 0, 11) if sigmas is None else np.asarray(sigmas, np.float64)
+    if alphas.ndim != 1 or alphas.size == 0 or not np.isfinite(alphas).all():
+        raise ValueError(f"alphas must be a non-empty 1-D array of finite values; got {alphas!r}.")
+    if sigmas.ndim != 1 or sigmas.size == 0 or not (np.isfinite(sigmas).all() and (sigmas > 0).all()):
+        raise ValueError(
+            f"sigmas must be a non-empty 1-D array of finite values > 0 (the criticality divides by sigma^2); got "
+            f"{sigmas!r}."
+        )
     paths = [dotted_path(p) for p, _ in jax.tree_util.tree_leaves_with_path(theta_final)]
     final_loss = float(loss_fn(theta_final, data))
+    if not np.isfinite(final_loss):
+        raise FloatingPointError(f"the final loss loss_fn(theta_final, data) is {final_loss}.")
     if not final_loss > 0:
         raise ValueError(
             f"the final loss is {final_loss}: the threshold (1 + eps) x loss needs a positive loss (evaluate on data "
@@ -110,7 +131,7 @@ def module_criticality(
     values = []
     for name, sel in modules.items():
         select = (lambda p, s=sel: p == s or p.startswith(s + ".")) if isinstance(sel, str) else sel
-        mask = [select(p) and _is_float(x) for p, x in zip(paths, jax.tree.leaves(theta_final), strict=True)]
+        mask = [select(p) and is_float(x) for p, x in zip(paths, jax.tree.leaves(theta_final), strict=True)]
         if not any(mask):
             raise ValueError(f"module {name!r} selects no floating-point leaf; leaf paths look like {paths[:4]}.")
         mask_tree = jax.tree.unflatten(treedef, mask)
@@ -141,7 +162,14 @@ def module_criticality(
             return jnp.mean(jax.vmap(lambda k: perturbed_loss(point, k))(keys))
 
         mean_loss = jax.jit(lambda g, f=expected_loss: jax.lax.map(f, g, batch_size=chunk))(grid)
-        feasible = np.asarray(mean_loss) <= (1 + eps) * final_loss
+        mean_loss = np.asarray(mean_loss)
+        if np.isnan(mean_loss).any():
+            bad = grid[int(np.flatnonzero(np.isnan(mean_loss))[0])]
+            raise FloatingPointError(
+                f"module {name!r}: the perturbed loss is NaN at alpha={float(bad[0]):.3g}, sigma={float(bad[1]):.3g} "
+                "(lower the largest sigma, or make loss_fn stable for large perturbations)."
+            )
+        feasible = mean_loss <= (1 + eps) * final_loss
         a, s = np.asarray(grid[:, 0], np.float64), np.asarray(grid[:, 1], np.float64)
         score = np.where(feasible, a**2 * dist2 / s**2, np.inf)
         values.append(float(score.min()))

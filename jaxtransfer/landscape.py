@@ -17,15 +17,44 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtransfer.soup import _check_same, _is_float
+from jaxtransfer._pytree import as_arrays, check_finite, check_same, is_float
 
 __all__ = ["Path", "Plane", "barrier", "interpolate", "linear_path", "plane", "random_directions"]
 
 
 def interpolate(theta_a, theta_b, lam):
-    """(1 - lam) theta_a + lam theta_b on the floating-point leaves (lam may be traced)."""
+    """(1 - lam) theta_a + lam theta_b on the floating-point leaves (lam may be traced).
+
+    Raises:
+        ValueError: the pytrees differ in structure, shape (even where they would broadcast) or dtype; a
+            concrete ``lam`` or leaf is NaN/Inf.
+    """
+    theta_a, theta_b = as_arrays(theta_a), as_arrays(theta_b)
+    check_same(theta_a, theta_b, names=("theta_a", "theta_b"))
+    if not isinstance(lam, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(lam, np.float64))):
+        raise ValueError(f"lam must be finite; got {lam!r}.")
+    return _mix(theta_a, theta_b, lam)
+
+
+def _mix(theta_a, theta_b, lam):
     # (1 - lam) a + lam b (not a + lam (b - a)): both endpoints are then exact in floating point.
-    return jax.tree.map(lambda a, b: ((1 - lam) * a + lam * b).astype(a.dtype) if _is_float(a) else a, theta_a, theta_b)
+    return jax.tree.map(lambda a, b: ((1 - lam) * a + lam * b).astype(a.dtype) if is_float(a) else a, theta_a, theta_b)
+
+
+def _check_chunk(chunk) -> None:
+    if isinstance(chunk, bool) or not isinstance(chunk, int | np.integer) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer; got {chunk!r}.")
+
+
+def _finite_losses(losses, shape, what: str) -> np.ndarray:
+    """The losses as a numpy array of ``shape``; raises if ``loss_fn`` did not return one scalar per point or gave
+    NaN (an Inf loss is a legitimate value far from a minimum and is kept)."""
+    out = np.asarray(losses)
+    if out.shape != shape:
+        raise ValueError(f"loss_fn must return a scalar; {what} has shape {out.shape[1:]} per point.")
+    if np.isnan(out).any():
+        raise FloatingPointError(f"{what} is NaN at {int(np.isnan(out).sum())} of {out.size} points.")
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,18 +106,24 @@ def linear_path(
     Raises:
         ValueError: mismatched pytrees, coefficients outside [0, 1] without ``extrapolate``, num < 2.
     """
-    _check_same(theta_a, theta_b, 1)
+    theta_a, theta_b = as_arrays(theta_a), as_arrays(theta_b)
+    check_same(theta_a, theta_b, names=("theta_a", "theta_b"))
+    _check_chunk(chunk)
     if lams is None:
-        if num < 2:
-            raise ValueError(f"num must be >= 2; got {num}.")
+        if isinstance(num, bool) or not isinstance(num, int | np.integer) or num < 2:
+            raise ValueError(f"num must be an integer >= 2; got {num!r}.")
         lams = np.linspace(0.0, 1.0, num)
     lams = np.asarray(lams, np.float32)
+    if lams.ndim != 1 or lams.size == 0:
+        raise ValueError(f"lams must be a non-empty 1-D sequence of coefficients; got shape {lams.shape}.")
+    if not np.isfinite(lams).all():
+        raise ValueError(f"lams must be finite; got {lams.tolist()}.")
     if not extrapolate and (lams.min() < 0 or lams.max() > 1):
         raise ValueError("interpolation coefficients outside [0, 1]: pass extrapolate=True to evaluate them.")
-    losses = jax.jit(lambda a, b, d, ls: _evaluate(loss_fn, lambda lam: interpolate(a, b, lam), d, ls, chunk))(
+    losses = jax.jit(lambda a, b, d, ls: _evaluate(loss_fn, lambda lam: _mix(a, b, lam), d, ls, chunk))(
         theta_a, theta_b, data, jnp.asarray(lams)
     )
-    return Path(lams, np.asarray(losses))
+    return Path(lams, _finite_losses(losses, (lams.size,), "the loss along the path"))
 
 
 def barrier(path: Path) -> tuple[float, float]:
@@ -96,7 +131,14 @@ def barrier(path: Path) -> tuple[float, float]:
 
     The path must contain l = 0 and l = 1. A height <= 0 means the two endpoints are linearly connected.
     """
-    lams, losses = np.asarray(path.lams), np.asarray(path.losses)
+    lams, losses = np.asarray(path.lams, np.float64), np.asarray(path.losses, np.float64)
+    if lams.ndim != 1 or losses.shape != lams.shape:
+        raise ValueError(
+            f"path.lams and path.losses must be 1-D of one length (a loss per coefficient); got shapes {lams.shape} "
+            f"and {losses.shape}."
+        )
+    if not (np.isfinite(lams).all() and np.isfinite(losses).all()):
+        raise ValueError("path.lams and path.losses must be finite: a barrier over NaN or Inf losses is undefined.")
     i0, i1 = np.flatnonzero(np.isclose(lams, 0.0)), np.flatnonzero(np.isclose(lams, 1.0))
     if not (i0.size and i1.size):
         raise ValueError("the path must include the endpoints l = 0 and l = 1.")
@@ -115,11 +157,13 @@ def random_directions(theta, key: jax.Array, *, normalize: str | None = "filter"
     """
     if normalize not in ("filter", "layer", None):
         raise ValueError(f"normalize must be 'filter', 'layer' or None; got {normalize!r}.")
+    theta = as_arrays(theta)
+    check_finite(theta, "theta")
     leaves, treedef = jax.tree.flatten(theta)
     keys = jax.random.split(key, len(leaves))
     out = []
     for k, w in zip(keys, leaves, strict=True):
-        if not _is_float(w):
+        if not is_float(w):
             out.append(jnp.zeros_like(w))
             continue
         d = jax.random.normal(k, w.shape, jnp.float32)
@@ -173,22 +217,34 @@ def plane(
     """
     if (points is None) == (directions is None):
         raise ValueError("pass exactly one of points=(theta_1, theta_2) or directions=(d_1, d_2).")
+    arg = "points" if points is not None else "directions"
+    pair = points if points is not None else directions
+    if not isinstance(pair, tuple | list) or len(pair) != 2:
+        raise ValueError(f"{arg} must be a pair of pytrees like theta_0; got {type(pair).__name__}.")
+    theta_0, pair = as_arrays(theta_0), [as_arrays(p) for p in pair]
+    for i, p in enumerate(pair):
+        check_same(theta_0, p, names=("theta_0", f"{arg}[{i}]"))
     if points is not None:
-        for i, p in enumerate(points, 1):
-            _check_same(theta_0, p, i)
-        u, v = (jax.tree.map(lambda p, t: p - t if _is_float(t) else jnp.zeros_like(t), p, theta_0) for p in points)
+        u, v = (jax.tree.map(lambda p, t: p - t if is_float(t) else jnp.zeros_like(t), p, theta_0) for p in pair)
     else:
-        u, v = directions
-        for i, d in enumerate(directions, 1):
-            _check_same(theta_0, d, i)
+        u, v = pair
+    if (
+        not isinstance(grid, tuple | list)
+        or len(grid) != 2
+        or not all(isinstance(g, int | np.integer) and not isinstance(g, bool) and g >= 1 for g in grid)
+    ):
+        raise ValueError(f"grid must be two positive integers (A, B); got {grid!r}.")
+    if not (isinstance(span, tuple | list) and len(span) == 2 and np.isfinite(span).all() and span[0] < span[1]):
+        raise ValueError(f"span must be two finite numbers (low, high) with low < high; got {span!r}.")
+    _check_chunk(chunk)
     alphas = np.linspace(span[0], span[1], grid[0], dtype=np.float32)
     betas = np.linspace(span[0], span[1], grid[1], dtype=np.float32)
     coords = jnp.asarray(np.stack(np.meshgrid(alphas, betas, indexing="ij"), -1).reshape(-1, 2))
 
     def at(t0, u, v, c):
-        return jax.tree.map(lambda t, a, b: (t + c[0] * a + c[1] * b).astype(t.dtype) if _is_float(t) else t, t0, u, v)
+        return jax.tree.map(lambda t, a, b: (t + c[0] * a + c[1] * b).astype(t.dtype) if is_float(t) else t, t0, u, v)
 
     losses = jax.jit(lambda t0, u, v, d, cs: _evaluate(loss_fn, lambda c: at(t0, u, v, c), d, cs, chunk))(
         theta_0, u, v, data, coords
     )
-    return Plane(alphas, betas, np.asarray(losses).reshape(grid))
+    return Plane(alphas, betas, _finite_losses(losses, (grid[0] * grid[1],), "the loss over the plane").reshape(grid))

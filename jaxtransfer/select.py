@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from jaxtransfer import score as _score
+from jaxtransfer._files import atomic_write_text
 
 __all__ = ["SCORES", "Ranking", "rank", "weighted_tau"]
 
@@ -71,8 +72,7 @@ class Ranking:
         """The table as JSON text; also written to ``path`` if given."""
         text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
-            with open(path, "w") as fh:
-                fh.write(text + "\n")
+            atomic_write_text(path, text + "\n")  # a run killed midway never leaves half a file
         return text
 
     def __str__(self) -> str:

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtransfer._pytree import as_arrays, check_same, is_float
 from jaxtransfer.score import _checks
-from jaxtransfer.soup import _check_same, _is_float
 
 __all__ = ["cka", "minibatch_cka", "param_distance"]
 
@@ -31,6 +31,17 @@ def _pair(x, y):
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must describe the same samples: {x.shape[0]} vs {y.shape[0]} rows.")
     return x, y
+
+
+def _centred_unit(x, name: str):
+    x = x - jnp.mean(x, axis=0, keepdims=True)
+    scale = jnp.max(jnp.abs(x))
+    if not isinstance(scale, jax.core.Tracer) and not bool(scale > 0):
+        raise ValueError(
+            f"{name} is constant (every sample has the same representation): CKA is undefined (0/0); drop this "
+            "representation or check how it was extracted."
+        )
+    return _checks.power_of_two_rescale(x)[0]
 
 
 def _rbf_gram(x, fraction):
@@ -53,10 +64,13 @@ def cka(x, y, *, kernel: str = "linear", sigma_fraction: float = 1.0) -> jax.Arr
         kernel: ``"linear"`` (invariant to orthogonal maps and isotropic scaling, not to arbitrary invertible maps)
             or ``"rbf"`` with bandwidth sigma = ``sigma_fraction`` x the median pairwise distance.
     """
+    if kernel not in ("linear", "rbf"):
+        raise ValueError(f"kernel must be 'linear' or 'rbf'; got {kernel!r}.")
     x, y = _pair(x, y)
+    # Both kernels are invariant to translation and isotropic scaling: centre, reject a constant representation
+    # (CKA is 0/0 there), and rescale by a power of two so that no product can overflow or underflow.
+    x, y = _centred_unit(x, "x"), _centred_unit(y, "y")
     if kernel == "linear":
-        x = x - jnp.mean(x, axis=0, keepdims=True)
-        y = y - jnp.mean(y, axis=0, keepdims=True)
         cross = jnp.sum(jnp.square(jnp.matmul(y.T, x, precision=_HI)))
         nx = jnp.linalg.norm(jnp.matmul(x.T, x, precision=_HI))
         ny = jnp.linalg.norm(jnp.matmul(y.T, y, precision=_HI))
@@ -66,7 +80,6 @@ def cka(x, y, *, kernel: str = "linear", sigma_fraction: float = 1.0) -> jax.Arr
             raise ValueError(f"sigma_fraction must be > 0; got {sigma_fraction!r}.")
         kx, ky = _centre(_rbf_gram(x, sigma_fraction)), _centre(_rbf_gram(y, sigma_fraction))
         return jnp.sum(kx * ky) / jnp.sqrt(jnp.sum(kx * kx) * jnp.sum(ky * ky))
-    raise ValueError(f"kernel must be 'linear' or 'rbf'; got {kernel!r}.")
 
 
 def _unbiased_hsic(ka, kb):
@@ -90,12 +103,17 @@ def minibatch_cka(batches: Iterable) -> jax.Array:
     """Linear CKA accumulated over batches of (x_b (m, p), y_b (m, q)) pairs of equal size m >= 4.
 
     CKA = sum_b HSIC_1(K_b, L_b) / sqrt(sum_b HSIC_1(K_b, K_b) sum_b HSIC_1(L_b, L_b)) with the unbiased HSIC_1,
-    so it converges to the full-data linear CKA as batches accumulate, in O(m^2) memory. The denominator's terms are
-    floored at the smallest normal number: the unbiased estimator can be slightly negative on tiny batches.
+    so it converges to the full-data linear CKA as batches accumulate, in O(m^2) memory.
+
+    Raises:
+        ValueError: a batch that is not a pair, batches of unequal size or under 4 samples, or a denominator term
+            <= 0 (constant features, or an unbiased estimate that came out non-positive on few tiny batches).
     """
     acc, size = None, None
-    for i, (xb, yb) in enumerate(batches):
-        xb, yb = _pair(xb, yb)
+    for i, batch in enumerate(batches):
+        if not isinstance(batch, tuple | list) or len(batch) != 2:
+            raise ValueError(f"batches must yield pairs (x_b, y_b); batch {i} is a {type(batch).__name__}.")
+        xb, yb = _pair(*batch)
         if size is None:
             size = xb.shape[0]
             if size < 4:
@@ -106,6 +124,12 @@ def minibatch_cka(batches: Iterable) -> jax.Array:
         acc = h if acc is None else acc + h
     if acc is None:
         raise ValueError("minibatch_cka needs at least one batch.")
+    for j, name in ((1, "x"), (2, "y")):
+        if not isinstance(acc, jax.core.Tracer) and not bool(acc[j] > 0):
+            raise ValueError(
+                f"the unbiased HSIC of {name} with itself sums to {float(acc[j]):.3g} <= 0 over the batches: {name} is "
+                "constant, or the batches are too few and small for the estimate; use more or larger batches."
+            )
     tiny = jnp.finfo(acc.dtype).tiny
     return acc[0] / jnp.sqrt(jnp.maximum(acc[1], tiny) * jnp.maximum(acc[2], tiny))
 
@@ -115,10 +139,11 @@ def param_distance(theta_a, theta_b, *, per_leaf: bool = True) -> dict:
 
     ``leaves`` maps each leaf's key path to its (l2, relative) pair when ``per_leaf``.
     """
-    _check_same(theta_a, theta_b, 1)
+    theta_a, theta_b = as_arrays(theta_a), as_arrays(theta_b)
+    check_same(theta_a, theta_b, names=("theta_a", "theta_b"))
     total, norm_a, leaves = 0.0, 0.0, {}
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(theta_a), jax.tree.leaves(theta_b), strict=True):
-        if not _is_float(a):
+        if not is_float(a):
             continue
         d = float(jnp.sum(jnp.square(jnp.asarray(a, jnp.float32) - jnp.asarray(b, jnp.float32))))
         na = float(jnp.sum(jnp.square(jnp.asarray(a, jnp.float32))))

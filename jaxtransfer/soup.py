@@ -2,8 +2,10 @@
 
 Ingredients are pytrees of identical structure, shapes and dtypes (e.g. ``nnx.state(model, nnx.Param)`` of models
 fine-tuned from one pre-trained model, Linen params, Equinox arrays, raw dicts). Only floating-point leaves are
-averaged; other leaves (integer counters, RNG keys) are taken from the first ingredient. Averages accumulate in
-float32 (or float64 when the leaves are float64) and are cast back, so bf16 in gives bf16 out.
+averaged (Python and NumPy float scalars count as float leaves and come back as arrays); other leaves (integer
+counters, RNG keys) are taken from the first ingredient. Averages are running means in float32 (or float64 when the
+leaves are float64), m_k = (1 - 1/k) m_{k-1} + x_k / k, so the mean of finite values is finite even where their sum
+would overflow; they are cast back, so bf16 in gives bf16 out. Ingredients holding NaN or Inf are rejected.
 """
 
 from __future__ import annotations
@@ -16,35 +18,24 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxtransfer._pytree import as_arrays, check_same, is_float
+
 __all__ = ["GreedySoup", "ensemble", "evaluate_many", "greedy_soup", "learned_soup", "uniform_soup"]
-
-
-def _is_float(x) -> bool:
-    return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)
 
 
 def _acc_dtype(dtype):
     return jnp.float64 if dtype == jnp.float64 else jnp.float32
 
 
-def _check_same(reference, other, index: int) -> None:
-    """Raises naming the first leaf where ``other`` differs from ``reference`` in structure, shape or dtype."""
-    ref_leaves = jax.tree_util.tree_leaves_with_path(reference)
+def _score(value, what: str) -> float:
+    """A held-out score as a float; NaN or Inf raises (a NaN would silently never, or always, be accepted)."""
     try:
-        other_leaves = jax.tree.leaves(jax.tree.map(lambda _, y: y, reference, other))
-    except (ValueError, TypeError) as err:
-        raise ValueError(
-            f"ingredient {index} has a different tree structure from ingredient 0: {jax.tree.structure(other)} "
-            f"vs {jax.tree.structure(reference)}."
-        ) from err
-    for (path, a), b in zip(ref_leaves, other_leaves, strict=True):
-        name = jax.tree_util.keystr(path)
-        if np.shape(a) != np.shape(b):
-            raise ValueError(f"ingredient {index}, leaf {name}: shape {np.shape(b)} differs from {np.shape(a)}.")
-        if getattr(a, "dtype", None) != getattr(b, "dtype", None):
-            raise ValueError(f"ingredient {index}, leaf {name}: dtype {b.dtype} differs from {a.dtype}.")
-        if _is_float(b) and not bool(jnp.isfinite(b).all()):
-            raise ValueError(f"ingredient {index}, leaf {name} contains NaN or Inf.")
+        out = float(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{what} must be a real number; got {value!r}.") from err
+    if not np.isfinite(out):
+        raise ValueError(f"{what} is {out}: fix the evaluation (a NaN or Inf score cannot be compared).")
+    return out
 
 
 def uniform_soup(ingredients: Iterable) -> object:
@@ -61,15 +52,15 @@ def uniform_soup(ingredients: Iterable) -> object:
         ValueError: empty input, or an ingredient differing in structure, shape or dtype, or non-finite (the message
             names the ingredient and the leaf).
     """
-    first, total, count = None, None, 0
+    first, mean = None, None
     for i, ingredient in enumerate(ingredients):
+        ingredient = as_arrays(ingredient)
         first = ingredient if first is None else first
-        _check_same(first, ingredient, i)
-        total = _accumulate(total, ingredient)
-        count += 1
+        check_same(first, ingredient, i)
+        mean = _update_mean(mean, ingredient, i + 1)
     if first is None:
         raise ValueError("uniform_soup needs at least one ingredient.")
-    return _mean(total, count, first)
+    return _cast_like(mean, first)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,14 +82,16 @@ class GreedySoup:
     trace: tuple[float, ...]
 
 
-def _accumulate(total, ingredient):
-    if total is None:
-        return jax.tree.map(lambda x: x.astype(_acc_dtype(x.dtype)) if _is_float(x) else x, ingredient)
-    return jax.tree.map(lambda t, x: t + x.astype(t.dtype) if _is_float(x) else t, total, ingredient)
+def _update_mean(mean, ingredient, k: int):
+    """The running mean after the k-th ingredient (k >= 1), in the accumulation dtype; it cannot overflow."""
+    if mean is None:
+        return jax.tree.map(lambda x: x.astype(_acc_dtype(x.dtype)) if is_float(x) else x, ingredient)
+    keep, new = (k - 1) / k, 1 / k
+    return jax.tree.map(lambda m, x: m * keep + x.astype(m.dtype) * new if is_float(x) else m, mean, ingredient)
 
 
-def _mean(total, count, like):
-    return jax.tree.map(lambda t, x: (t / count).astype(x.dtype) if _is_float(x) else x, total, like)
+def _cast_like(mean, like):
+    return jax.tree.map(lambda m, x: m.astype(x.dtype) if is_float(x) else x, mean, like)
 
 
 def greedy_soup(
@@ -123,26 +116,28 @@ def greedy_soup(
     k = len(ingredients)
     if k == 0:
         raise ValueError("greedy_soup needs at least one ingredient.")
+    if not callable(evaluate):
+        raise TypeError(f"evaluate must be a callable params -> score; got {type(evaluate).__name__}.")
     if held_out_scores is None:
-        scores = [float(evaluate(ingredients[i])) for i in range(k)]
+        scores = [_score(evaluate(as_arrays(ingredients[i])), f"evaluate(ingredient {i})") for i in range(k)]
     else:
-        scores = [float(s) for s in held_out_scores]
+        scores = [_score(s, f"held_out_scores[{i}]") for i, s in enumerate(held_out_scores)]
         if len(scores) != k:
             raise ValueError(f"{len(scores)} held_out_scores for {k} ingredients.")
     order = sorted(range(k), key=lambda i: -scores[i])
-    first = ingredients[order[0]]
-    _check_same(first, first, order[0])
-    chosen, total, best = [order[0]], _accumulate(None, first), scores[order[0]]
+    first = as_arrays(ingredients[order[0]])
+    check_same(first, first, order[0])
+    chosen, mean, best = [order[0]], _update_mean(None, first, 1), scores[order[0]]
     soup, trace = first, [best]
     for i in order[1:]:
-        ingredient = ingredients[i]
-        _check_same(first, ingredient, i)
-        candidate_total = _accumulate(total, ingredient)
-        candidate = _mean(candidate_total, len(chosen) + 1, first)
-        score = float(evaluate(candidate))
+        ingredient = as_arrays(ingredients[i])
+        check_same(first, ingredient, i)
+        candidate_mean = _update_mean(mean, ingredient, len(chosen) + 1)
+        candidate = _cast_like(candidate_mean, first)
+        score = _score(evaluate(candidate), f"evaluate(soup + ingredient {i})")
         if score >= best:
             chosen.append(i)
-            total, soup, best = candidate_total, candidate, score
+            mean, soup, best = candidate_mean, candidate, score
         trace.append(best)
     return GreedySoup(soup, tuple(chosen), tuple(order), tuple(scores), tuple(trace))
 
@@ -165,11 +160,13 @@ def learned_soup(
     Returns:
         (soup, mixing weights: an array (K,) or a pytree of (K,) arrays, one per leaf).
     """
-    ingredients = list(ingredients)
+    ingredients = [as_arrays(ing) for ing in ingredients]
     if not ingredients:
         raise ValueError("learned_soup needs at least one ingredient.")
+    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0 (0 gives the uniform soup); got {steps!r}.")
     for i, ing in enumerate(ingredients):
-        _check_same(ingredients[0], ing, i)
+        check_same(ingredients[0], ing, i)
     k = len(ingredients)
     if per_layer:
         logits = jax.tree.map(lambda x: jnp.zeros((k,), jnp.float32), ingredients[0])
@@ -181,7 +178,7 @@ def learned_soup(
         weights = jax.tree.map(jax.nn.softmax, logits) if per_layer else jax.tree.map(lambda _: w, ingredients[0])
 
         def combine(wl, *leaves):
-            if not _is_float(leaves[0]):
+            if not is_float(leaves[0]):
                 return leaves[0]
             acc = sum(wl[j] * leaves[j].astype(_acc_dtype(leaves[0].dtype)) for j in range(k))
             return acc.astype(leaves[0].dtype)
@@ -206,8 +203,9 @@ def learned_soup(
 
 
 def _stack(ingredients: Sequence) -> object:
+    ingredients = [as_arrays(ing) for ing in ingredients]
     for i, ing in enumerate(ingredients):
-        _check_same(ingredients[0], ing, i)
+        check_same(ingredients[0], ing, i)
     return jax.tree.map(lambda *xs: jnp.stack(xs), *ingredients)
 
 

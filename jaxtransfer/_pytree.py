@@ -1,0 +1,72 @@
+"""Checks and conversions shared by the pytree tools (soups, landscape, similarity, criticality).
+
+No Flax: these work on any pytree of arrays (NNX states, Linen params, Equinox arrays, raw dicts).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["as_arrays", "check_finite", "check_same", "is_float"]
+
+
+def is_float(x) -> bool:
+    """Whether a leaf is a floating-point array (the leaves that are averaged, interpolated or perturbed)."""
+    return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)
+
+
+def as_arrays(tree):
+    """``tree`` with Python and NumPy float scalars as arrays, so they are averaged like any float leaf.
+
+    A Python ``float`` becomes a JAX array of the default float dtype (float32, float64 under x64); ``int`` and
+    ``bool`` leaves stay as they are (counters, flags: taken from the first ingredient). Nothing is copied otherwise.
+    """
+
+    def convert(x):
+        if isinstance(x, float | np.floating):
+            return jnp.asarray(x)
+        return x
+
+    return jax.tree.map(convert, tree)
+
+
+def _name(path) -> str:
+    return jax.tree_util.keystr(path) or "(the root leaf)"
+
+
+def check_finite(tree, what: str) -> None:
+    """Raises ``ValueError`` naming the first floating-point leaf of ``tree`` holding NaN or Inf (concrete only)."""
+    for path, x in jax.tree_util.tree_leaves_with_path(tree):
+        if is_float(x) and not isinstance(x, jax.core.Tracer) and not bool(jnp.isfinite(x).all()):
+            raise ValueError(f"{what}, leaf {_name(path)} contains NaN or Inf.")
+
+
+def check_same(reference, other, index: int = 1, *, names: tuple[str, str] | None = None) -> None:
+    """Raises naming the first leaf where ``other`` differs from ``reference`` in structure, shape or dtype, or where
+    either holds NaN/Inf. In the messages they are ``names`` (default "ingredient 0" and "ingredient {index}").
+
+    Shapes must match exactly: two leaves that would broadcast against each other are still a mismatch.
+    """
+    ref_name, other_name = names or ("ingredient 0", f"ingredient {index}")
+    ref_leaves = jax.tree_util.tree_leaves_with_path(reference)
+    try:
+        other_leaves = jax.tree.leaves(jax.tree.map(lambda _, y: y, reference, other))
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"{other_name} has a different tree structure from {ref_name}: {jax.tree.structure(other)} "
+            f"vs {jax.tree.structure(reference)}."
+        ) from err
+    for (path, a), b in zip(ref_leaves, other_leaves, strict=True):
+        name = _name(path)
+        if np.shape(a) != np.shape(b):
+            raise ValueError(f"{other_name}, leaf {name}: shape {np.shape(b)} differs from {np.shape(a)}.")
+        if getattr(a, "dtype", None) != getattr(b, "dtype", None):
+            raise ValueError(
+                f"{other_name}, leaf {name}: dtype {getattr(b, 'dtype', type(b).__name__)} differs from "
+                f"{getattr(a, 'dtype', type(a).__name__)}."
+            )
+    check_finite(reference, ref_name)
+    if other is not reference:
+        check_finite(other, other_name)
