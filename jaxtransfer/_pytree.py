@@ -39,7 +39,10 @@ def _name(path) -> str:
 def check_finite(tree, what: str) -> None:
     """Raises ``ValueError`` naming the first floating-point leaf of ``tree`` holding NaN or Inf (concrete only)."""
     for path, x in jax.tree_util.tree_leaves_with_path(tree):
-        if is_float(x) and not isinstance(x, jax.core.Tracer) and not bool(jnp.isfinite(x).all()):
+        if not is_float(x):
+            continue
+        ok = jnp.isfinite(x).all()  # a tracer under jit (also when wrapped, e.g. in an NNX Variable): not checked
+        if not isinstance(ok, jax.core.Tracer) and not bool(ok):
             raise ValueError(f"{what}, leaf {_name(path)} contains NaN or Inf.")
 
 

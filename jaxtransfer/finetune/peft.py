@@ -68,10 +68,16 @@ def inject_lora(model: nnx.Module, rank: int, where: str | Sequence[str] | None 
     head). Only ``nnx.Linear`` is adapted (attention projections are ``LinearGeneral``: not adapted).
 
     Raises:
-        ValueError: if ``rank`` < 1 or nothing is selected.
+        ValueError: if ``rank`` < 1, nothing is selected, or the model already has LoRA.
     """
-    if not (isinstance(rank, int) and rank >= 1):
+    if isinstance(rank, bool) or not (isinstance(rank, int) and rank >= 1):
         raise ValueError(f"rank must be a positive integer; got {rank!r}.")
+    existing = [p for p, m in nnx.iter_modules(model) if isinstance(m, nnx.LoRA)]
+    if existing:
+        raise ValueError(
+            f"the model already has LoRA at {[_path_str(p) for p in existing][:5]}: inject once (train or merge the "
+            "existing adapters first)."
+        )
     model = nnx.clone(model)
     patterns = None if where is None else ([where] if isinstance(where, str) else list(where))
 

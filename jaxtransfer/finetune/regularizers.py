@@ -11,7 +11,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+
+from jaxtransfer._pytree import check_finite
+from jaxtransfer.score._checks import check_class_labels, check_probabilities
 
 __all__ = [
     "bss_penalty",
@@ -38,11 +42,12 @@ def _check_anchor(params, anchor) -> None:
     for (path, p), a in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(anchor), strict=True):
         if p.shape != a.shape:
             raise ValueError(f"anchor leaf {jax.tree_util.keystr(path)} has shape {a.shape}, parameter {p.shape}.")
+    check_finite(anchor, "anchor")
 
 
 def _check_weights(**weights) -> None:
     for name, w in weights.items():
-        if not (w >= 0):
+        if not (isinstance(w, int | float | np.number) and np.isfinite(w) and w >= 0):
             raise ValueError(f"{name} must be >= 0; got {w!r}.")
 
 
@@ -164,8 +169,13 @@ def co_tuning_relationship(source_probs, labels, num_classes: int) -> jax.Array:
 
     Returns:
         (num_classes, C_s), rows summing to 1.
+
+    Raises:
+        ValueError: ``source_probs`` not (n, C_s) rows of probabilities summing to 1 (within 1e-3), labels out of
+            range (checked in their own dtype) or not one per row, a class without samples.
     """
-    p = jnp.asarray(source_probs)
+    p = check_probabilities(source_probs, np.shape(source_probs)[0] if np.ndim(source_probs) == 2 else -1)
+    labels, _ = check_class_labels(labels, p.shape[0], num_classes, against="source_probs")
     sums = jax.ops.segment_sum(p, labels, num_segments=num_classes)
     counts = jax.ops.segment_sum(jnp.ones(labels.shape, p.dtype), labels, num_segments=num_classes)
     if bool(jnp.any(counts == 0)):

@@ -39,6 +39,8 @@ def evaluate(model: nnx.Module, data, *, task: str = "classification", batch_siz
     Puts the model in eval mode (``model.eval()``: BatchNorm uses its running statistics).
     """
     x, y = _check_data(data, "data")
+    _check_positive_int(batch_size, "batch_size")
+    _check_targets(y, task, _num_outputs(model, x), "data")
     model.eval()
     graphdef, state = nnx.split(model)
     total, metric, n = 0.0, 0.0, len(y)
@@ -61,6 +63,48 @@ def _scale_backbone(tx: optax.GradientTransformation, factor: float) -> optax.Gr
         return jax.tree_util.tree_map_with_path(label, params)
 
     return optax.multi_transform({"head": tx, "backbone": optax.chain(tx, optax.scale(factor))}, labels)
+
+
+def _check_positive_int(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+
+
+def _num_outputs(model: nnx.Module, x: np.ndarray) -> int:
+    """The width of the model's output, from an abstract call on one sample (nothing is computed)."""
+    graphdef, state = nnx.split(model)
+    out = jax.eval_shape(
+        lambda s, xb: nnx.merge(graphdef, s)(xb), state, jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
+    )
+    return int(out.shape[-1]) if out.ndim > 1 else 1
+
+
+def _check_targets(y: np.ndarray, task: str, num_outputs: int, name: str) -> None:
+    """Class ids: integers in [0, num_outputs), checked in their own dtype; regression targets: finite reals."""
+    if task == "classification":
+        if y.ndim != 1:
+            raise ValueError(f"{name} targets must be (n,) class ids; got shape {y.shape}.")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"{name} targets must be integer class ids; got dtype {y.dtype} (cast with .astype(int)).")
+        bad = np.flatnonzero((y < 0) | (y >= num_outputs))
+        if bad.size:
+            raise ValueError(
+                f"{name} targets must be class ids in [0, {num_outputs}) (the model has {num_outputs} outputs); "
+                f"target {bad[0]} is {y[bad[0]]} ({bad.size} out of range). Give the model a head of the right width."
+            )
+    elif not (np.issubdtype(y.dtype, np.number) and np.isfinite(y.astype(np.float64)).all()):
+        raise ValueError(f"{name} targets must be finite real numbers for regression.")
+
+
+def _check_finite_params(params, epoch: int) -> None:
+    """Raises naming the first trained parameter that became NaN or Inf (the loss can stay finite meanwhile, e.g.
+    when only a regulariser's gradient is NaN)."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if not bool(jnp.isfinite(leaf).all()):
+            raise FloatingPointError(
+                f"the trained parameter {jax.tree_util.keystr(path)} became NaN or Inf in epoch {epoch + 1} (check the "
+                "regularizer's gradient, or lower the learning rate)."
+            )
 
 
 def _check_data(data, name):
@@ -121,14 +165,24 @@ def finetune(
         ``seconds``, the epoch's wall time, compilation included in the first).
 
     Raises:
-        ValueError: unknown strategy or task, no SSF / LoRA parameters for those strategies, bad data.
+        ValueError: unknown strategy or task, no SSF / LoRA parameters for those strategies, bad data (inputs with
+            NaN/Inf, class ids that are not integers in [0, number of outputs), non-finite regression targets),
+            epochs or batch_size < 1.
+        FloatingPointError: the loss or any trained parameter became NaN/Inf (checked after every epoch).
     """
     if task not in ("classification", "regression"):
         raise ValueError(f"task must be 'classification' or 'regression'; got {task!r}.")
     wrt = trainable_filter(strategy)
+    _check_positive_int(epochs, "epochs")
+    _check_positive_int(batch_size, "batch_size")
+    if regularizer is not None and not callable(regularizer):
+        raise TypeError(f"regularizer must be a callable (model, x, y) -> scalar; got {type(regularizer).__name__}.")
     x, y = _check_data(train_data, "train_data")
+    width = _num_outputs(model, x)
+    _check_targets(y, task, width, "train_data")
     if eval_data is not None:
         eval_data = _check_data(eval_data, "eval_data")
+        _check_targets(eval_data[1], task, width, "eval_data")
     if strategy == "ssf" and not nnx.state(model, SSFParam):
         raise ValueError("strategy 'ssf' but the model has no SSF parameters: call inject_ssf(model) first.")
     if strategy == "lora" and not nnx.state(model, nnx.LoRAParam):
@@ -189,7 +243,8 @@ def finetune(
         loss, metric = float(jnp.mean(jnp.stack(losses))), float(jnp.mean(jnp.stack(metrics)))
         seconds = time.perf_counter() - started  # the first epoch includes compilation
         if not math.isfinite(loss):
-            raise FloatingPointError(f"the training loss became {loss} in epoch {epoch}; lower the learning rate.")
+            raise FloatingPointError(f"the training loss became {loss} in epoch {epoch + 1}; lower the learning rate.")
+        _check_finite_params(params, epoch)
         record = {
             "epoch": epoch + 1,
             "seconds": seconds,

@@ -4,35 +4,101 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 from flax import nnx
 
 __all__ = ["restore_model", "save_model"]
+
+# Files orbax writes at the top of every checkpoint directory; a directory without them is not a checkpoint.
+_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA")
+
+
+def _is_checkpoint(path: Path) -> bool:
+    return path.is_dir() and any((path / m).exists() for m in _MARKERS)
 
 
 def save_model(model: nnx.Module, path: str | Path, *, force: bool = False) -> Path:
     """Writes the model's state to the directory ``path`` (orbax writes to a temporary name, then renames).
 
+    Args:
+        force: replace an existing checkpoint at ``path``. Only a checkpoint is ever replaced: a directory holding
+            anything else, or a file, is left alone and raises.
+
     Raises:
-        FileExistsError: if ``path`` exists and ``force`` is false (no checkpoint is overwritten by accident).
+        FileExistsError: ``path`` exists and ``force`` is false, or ``path`` exists and is not a checkpoint.
     """
     import orbax.checkpoint as ocp
 
     path = Path(path).absolute()
     if path.exists() and not force:
-        raise FileExistsError(f"{path} exists; pass force=True to overwrite it.")
+        raise FileExistsError(f"{path} exists; pass force=True to replace the checkpoint there.")
+    if path.exists() and not _is_checkpoint(path):
+        raise FileExistsError(
+            f"{path} exists and is not a jaxtransfer/orbax checkpoint: force=True only replaces a checkpoint, never "
+            "other files. Choose another path."
+        )
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save(path, nnx.state(model), force=force)
     return path
 
 
+def _leaf_shapes(tree) -> dict[str, tuple]:
+    out = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        name = ".".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+        out[name.removesuffix(".value")] = tuple(getattr(leaf, "shape", ()))
+    return out
+
+
+def _hint(missing: list[str], unexpected: list[str]) -> str:
+    def has(keys, *words):
+        return any(w in k.split(".") for k in keys for w in words)
+
+    if has(unexpected, "ssf"):
+        return "the checkpoint has SSF parameters: call inject_ssf on the template first."
+    if has(unexpected, "lora_a", "lora_b"):
+        return "the checkpoint has LoRA parameters: call inject_lora(template, rank) with the same rank first."
+    if has(missing, "ssf"):
+        return "the template has SSF but the checkpoint does not: restore into the model before inject_ssf."
+    if has(missing, "lora_a", "lora_b"):
+        return "the template has LoRA but the checkpoint does not: restore into the model before inject_lora."
+    return "build the template with the architecture and head width the checkpoint was saved from."
+
+
+def _check_structure(template_state, metadata, path: Path) -> None:
+    want, have = _leaf_shapes(template_state), _leaf_shapes(metadata)
+    missing, unexpected = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    if missing or unexpected:
+        raise ValueError(
+            f"the checkpoint at {path} does not match the template model: the checkpoint lacks {missing[:4]}"
+            f"{'...' if len(missing) > 4 else ''} and has {unexpected[:4]}{'...' if len(unexpected) > 4 else ''} "
+            f"that the template does not. {_hint(missing, unexpected)}"
+        )
+    for key in sorted(want):
+        if want[key] != have[key]:
+            raise ValueError(
+                f"the checkpoint at {path} has {key} of shape {have[key]}, the template {want[key]}: {_hint([], [])}"
+            )
+
+
 def restore_model(model: nnx.Module, path: str | Path) -> nnx.Module:
-    """Returns a copy of ``model`` (same architecture) with the state read from ``path``; ``model`` is unchanged."""
+    """Returns a copy of ``model`` (same architecture) with the state read from ``path``; ``model`` is unchanged.
+
+    Raises:
+        FileNotFoundError: no checkpoint at ``path``.
+        ValueError: the checkpoint was saved from another structure (the message names the differing leaves and
+            the fix, e.g. "call inject_ssf on the template first").
+    """
     import orbax.checkpoint as ocp
 
     path = Path(path).absolute()
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}.")
+    if not _is_checkpoint(path):
+        raise FileNotFoundError(f"{path} is not a checkpoint (no {_MARKERS[0]} in it); give the save_model path.")
     graphdef, abstract = nnx.split(nnx.clone(model))
     with ocp.StandardCheckpointer() as ckpt:
+        metadata = ckpt.metadata(path)
+        _check_structure(abstract, getattr(metadata, "item_metadata", metadata), path)
         state = ckpt.restore(path, abstract)
     return nnx.merge(graphdef, state)

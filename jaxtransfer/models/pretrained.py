@@ -15,12 +15,21 @@ The EfficientNet weights are legacy PyTorch pickles: ``convert_efficientnet_lite
 ``~/.cache/jaxtransfer``); loading needs no torch after that. Every file read is checked against a SHA-256 recorded
 here (the source weights) or written beside it at conversion (the converted file, which also records the source's
 hash), so a corrupted or substituted file raises instead of giving silently different features.
+
+A converted model is one directory, ``<cache>/<name>/`` holding ``weights.safetensors`` and ``weights.sha256``,
+built under a temporary name and renamed into place in one step: a conversion killed at any point leaves either the
+old directory or none, never a weights file without its digest. The file is byte-for-byte the same on every run
+(tensors and metadata in sorted order), so its digest is too.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import struct
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +84,12 @@ _TO_FLAX = {  # PyTorch layout -> Flax layout
     "linear": lambda a: a.T,  # (out, in) -> (in, out)
     "copy": lambda a: a,
 }
-_verified: dict[tuple, str] = {}  # (path, size, mtime) -> sha256, so a file is hashed once per process
+# (path, device, inode, size, mtime, ctime) -> sha256, so an unchanged file is hashed once per process. Any write to a
+# file updates its ctime, which (unlike the mtime) no user call can set back, so a file changed in place is hashed
+# again even if its size and mtime were restored.
+_verified: dict[tuple, str] = {}
+_WEIGHTS, _DIGEST = "weights.safetensors", "weights.sha256"
+_STALE_SECONDS = 600  # temporary directories of conversions older than this were killed: removed on the next one
 
 
 def _source(name: str) -> _Source:
@@ -86,13 +100,14 @@ def _source(name: str) -> _Source:
 
 def _checked(path: Path, expected: str, what: str) -> Path:
     stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    key = (str(path.absolute()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     if key not in _verified:
         _verified[key] = sha256(path)
     if _verified[key] != expected:
         raise OSError(
             f"checksum mismatch for {what} at {path}: SHA-256 {_verified[key]}, expected {expected}. The file is "
-            "corrupted or not the published one; reinstall the package (or delete the converted file)."
+            "corrupted or not the published one; reinstall the package (converted weights: jaxtransfer convert "
+            "repairs them)."
         )
     return path
 
@@ -114,32 +129,67 @@ def cache_dir() -> Path:
     return Path(os.environ.get("JAXTRANSFER_CACHE") or Path.home() / ".cache" / "jaxtransfer")
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
+def _write_safetensors(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    """A safetensors file with tensors and metadata in sorted order: the same arrays give the same bytes.
+
+    (``safetensors.numpy.save_file`` orders the metadata differently from run to run, so its digest changes.)
+    """
+    codes = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64", np.dtype(np.int64): "I64"}
+    header: dict = {"__metadata__": dict(sorted(metadata.items()))}
+    offset, blobs = 0, []
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        blob = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[key] = {"dtype": codes[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + len(blob)]}
+        offset += len(blob)
+        blobs.append(blob)
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for blob in blobs:
+            f.write(blob)
+
+
+def _remove_stale(directory: Path, name: str) -> None:
+    """Removes the temporary directories that killed conversions of ``name`` left behind."""
+    now = time.time()
+    for tmp in directory.glob(f".{name}.*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > _STALE_SECONDS:
+                shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        except OSError:
+            pass  # another process may be removing it too
+
+
+def _intact(folder: Path) -> bool:
+    weights, digest = folder / _WEIGHTS, folder / _DIGEST
+    if not (weights.is_file() and digest.is_file()):
+        return False
     try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        _checked(weights, digest.read_text().strip(), "converted weights")
+    except OSError:
+        return False
+    return True
 
 
 def convert_efficientnet_lite(name: str, *, directory: str | Path | None = None, force: bool = False) -> Path:
     """Converts the PyTorch weights of an EfficientNet-Lite to a safetensors file in Flax layout (needs torch).
 
     Conv kernels go from (out, in / groups, kh, kw) to (kh, kw, in / groups, out), the classifier from (out, in) to
-    (in, out); BatchNorm statistics are copied. The file (and a ``.sha256`` beside it) is written atomically: an
-    interrupted conversion leaves no half-written weights.
+    (in, out); BatchNorm statistics are copied. The result is the directory ``<directory>/<name>/`` with
+    ``weights.safetensors`` and its ``weights.sha256``, built under a temporary name and renamed at once: an
+    interrupted conversion never leaves a file that loads, or a pair that disagrees. The file is byte-deterministic.
 
     Args:
         name: "efficientnet-lite0", "efficientnet-lite1" or "efficientnet-lite2".
         directory: default ``cache_dir()``.
-        force: convert again even if the file exists.
+        force: convert again even if an intact conversion exists. Without it, a conversion whose weights do not
+            match their digest (or that lacks one) is repaired, i.e. converted again.
 
     Returns:
-        The path of the converted file.
+        The path of the converted weights file.
 
     Raises:
         ImportError: torch is not installed (``pip install 'jaxtransfer[convert]'``).
@@ -147,9 +197,10 @@ def convert_efficientnet_lite(name: str, *, directory: str | Path | None = None,
     lite = sorted(k for k in PRETRAINED if k.startswith("efficientnet-lite"))
     if name not in lite:
         raise ValueError(f"not a shipped EfficientNet-Lite: {name!r}; available: {lite}.")
-    out = Path(directory or cache_dir()) / f"{name}.safetensors"
-    if out.exists() and out.with_suffix(".sha256").exists() and not force:
-        return out
+    root = Path(directory or cache_dir())
+    folder = root / name
+    if not force and _intact(folder):
+        return folder / _WEIGHTS
     try:
         import torch
     except ImportError as e:
@@ -157,7 +208,6 @@ def convert_efficientnet_lite(name: str, *, directory: str | Path | None = None,
             f"converting the {name} weights (once) needs torch: pip install 'jaxtransfer[convert]' "
             "(or any torch), then jaxtransfer convert " + name
         ) from e
-    from safetensors.numpy import save_file
 
     src = source_weights(name)
     state = torch.load(src, map_location="cpu", weights_only=True)
@@ -169,22 +219,36 @@ def convert_efficientnet_lite(name: str, *, directory: str | Path | None = None,
     leftover = [k for k in state if not k.endswith("num_batches_tracked")]
     if leftover:
         raise ValueError(f"{src} has tensors the model does not use: {leftover[:5]}.")
-    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     meta = {"format": _FORMAT, "source": name, "source_sha256": _source(name).sha256}
-    _atomic_write(out, lambda tmp: save_file(arrays, tmp, metadata=meta))
-    _atomic_write(out.with_suffix(".sha256"), lambda tmp: Path(tmp).write_text(sha256(out) + "\n"))
-    return out
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale(root, name)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.", suffix=".tmp"))
+    try:
+        _write_safetensors(tmp / _WEIGHTS, arrays, meta)
+        (tmp / _DIGEST).write_text(sha256(tmp / _WEIGHTS) + "\n")
+        if folder.exists():  # replaced in two renames; between them there is no conversion, never a broken one
+            old = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.", suffix=".tmp"))
+            os.replace(folder, old / name)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder / _WEIGHTS
 
 
 def _converted(name: str, directory, convert: bool) -> Path:
-    path = Path(directory or cache_dir()) / f"{name}.safetensors"
-    if not path.exists():
+    folder = Path(directory or cache_dir()) / name
+    path = folder / _WEIGHTS
+    if not folder.exists():
         if not convert:
-            raise FileNotFoundError(f"no converted {name} weights at {path}: run `jaxtransfer convert {name}`.")
+            raise FileNotFoundError(f"no converted {name} weights at {folder}: run `jaxtransfer convert {name}`.")
         convert_efficientnet_lite(name, directory=directory)
-    digest = path.with_suffix(".sha256")
-    if not digest.exists():
-        raise OSError(f"{digest} is missing; convert again: jaxtransfer convert {name} --force")
+    digest = folder / _DIGEST
+    if not (path.is_file() and digest.is_file()):
+        raise OSError(f"{folder} is incomplete (no {_WEIGHTS} or {_DIGEST}); convert again: jaxtransfer convert {name}")
     return _checked(path, digest.read_text().strip(), f"the converted {name} weights")
 
 

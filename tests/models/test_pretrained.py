@@ -7,6 +7,8 @@ agree with the PyTorch reference to ~1.1e-5; the bar is 1e-4.
 """
 
 import importlib.util
+import os
+import shutil
 from pathlib import Path
 
 import jax
@@ -132,19 +134,52 @@ def test_conversion_is_atomic_and_checksummed(converted):
     directory, files = converted
     assert sorted(p.name for p in directory.iterdir() if p.name.startswith(".")) == []  # no temporary files left
     name, path = next(iter(files.items()))
-    assert path.with_suffix(".sha256").read_text().strip() == pre.sha256(path)
+    assert path.parent == directory / name  # one directory per model, renamed into place at once
+    assert (path.parent / "weights.sha256").read_text().strip() == pre.sha256(path)
     assert pre.convert_efficientnet_lite(name, directory=directory) == path  # cached: not converted again
-    bad = directory / "bad"
-    bad.mkdir()
+    bad = directory / "bad" / name
+    bad.mkdir(parents=True)
     data = bytearray(path.read_bytes())
     data[-1] ^= 1  # one bit flipped
     (bad / path.name).write_bytes(bytes(data))
-    (bad / path.with_suffix(".sha256").name).write_text(path.with_suffix(".sha256").read_text())
+    (bad / "weights.sha256").write_text((path.parent / "weights.sha256").read_text())
     with pytest.raises(OSError, match="checksum mismatch"):
-        load(name, directory=bad, convert=False)
-    (bad / path.with_suffix(".sha256").name).unlink()
+        load(name, directory=bad.parent, convert=False)
+    (bad / "weights.sha256").unlink()
     with pytest.raises(OSError, match="convert again"):
-        load(name, directory=bad, convert=False)
+        load(name, directory=bad.parent, convert=False)
+
+
+def test_conversion_is_byte_deterministic_and_repairs_a_mismatch(converted, tmp_path):
+    directory, files = converted
+    name, path = next(iter(files.items()))
+    again = pre.convert_efficientnet_lite(name, directory=tmp_path)
+    assert again.read_bytes() == path.read_bytes()  # same bytes, so the same digest on every run
+    (again.parent / "weights.sha256").write_text("0" * 64 + "\n")  # a pair that disagrees
+    stale = tmp_path / f".{name}.killed.tmp"  # what a killed conversion leaves
+    stale.mkdir()
+    os.utime(stale, (0, 0))
+    repaired = pre.convert_efficientnet_lite(name, directory=tmp_path)  # no force: the mismatch is repaired
+    assert (repaired.parent / "weights.sha256").read_text().strip() == pre.sha256(repaired) == pre.sha256(path)
+    assert not stale.exists()
+    load(name, directory=tmp_path, convert=False)
+
+
+def test_a_file_changed_in_place_with_its_mtime_restored_is_checked_again(converted, tmp_path):
+    directory, files = converted
+    name, path = next(iter(files.items()))
+    folder = tmp_path / name
+    shutil.copytree(path.parent, folder)
+    load(name, directory=tmp_path, convert=False)  # verified and remembered
+    weights = folder / "weights.safetensors"
+    st = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    with open(weights, "r+b") as f:  # same inode, same size
+        f.write(bytes(data))
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(OSError, match="checksum mismatch"):
+        load(name, directory=tmp_path, convert=False)
 
 
 def test_efficientnet_lite_ssf_folds_into_batchnorm(converted):
