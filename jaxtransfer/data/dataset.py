@@ -17,22 +17,42 @@ def stratified_split(
     Each class's samples are shuffled with ``numpy.random.default_rng(seed)`` and cut at the cumulative
     ``fractions``; the indices of each part are returned sorted.
 
+    Every part gets at least one sample of every class (the cuts are moved by one where rounding would leave a part
+    empty, e.g. 3 samples at (0.6, 0.2, 0.2)).
+
     Args:
-        labels: (n,) integer class ids.
+        labels: (n,) class ids (any discrete values).
         fractions: (train, val, test), positive, summing to 1.
 
     Returns:
         ``{"train": idx, "val": idx, "test": idx}``, disjoint and covering 0..n-1.
+
+    Raises:
+        ValueError: labels not 1-D or empty, bad fractions, or a class with fewer than 3 samples.
     """
-    fractions = tuple(float(f) for f in fractions)
-    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-9:
+    try:
+        fractions = tuple(float(f) for f in fractions)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"fractions must be three positive numbers summing to 1; got {fractions!r}.") from err
+    if len(fractions) != 3 or not min(fractions) > 0 or not abs(sum(fractions) - 1) <= 1e-9:
         raise ValueError(f"fractions must be three positive numbers summing to 1; got {fractions}.")
     labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size == 0:
+        raise ValueError(f"labels must be a non-empty 1-D array of class ids; got shape {labels.shape}.")
+    classes, counts = np.unique(labels, return_counts=True)
+    if counts.min() < 3:
+        small = classes[counts < 3]
+        raise ValueError(
+            f"every class needs at least 3 samples (one per part); class(es) {small[:5].tolist()} have "
+            f"{counts[counts < 3][:5].tolist()}."
+        )
     rng = np.random.default_rng(seed)
     parts: dict[str, list] = {"train": [], "val": [], "test": []}
-    for c in np.unique(labels):
+    for c in classes:
         idx = rng.permutation(np.flatnonzero(labels == c))
         a, b = (np.round(np.cumsum(fractions[:2]) * len(idx))).astype(int)
+        a = min(max(a, 1), len(idx) - 2)
+        b = min(max(b, a + 1), len(idx) - 1)
         for name, chunk in zip(parts, (idx[:a], idx[a:b], idx[b:]), strict=True):
             parts[name].append(chunk)
     return {k: np.sort(np.concatenate(v)).astype(np.int64) for k, v in parts.items()}
@@ -78,7 +98,7 @@ def make_dataset(
     """Subsamples (at most ``max_per_class`` per class, seeded), then splits; shared by the loaders."""
     y = np.asarray(y, np.int32)
     if max_per_class is not None:
-        if not (isinstance(max_per_class, int) and max_per_class >= 3):
+        if isinstance(max_per_class, bool) or not (isinstance(max_per_class, int) and max_per_class >= 3):
             raise ValueError(f"max_per_class must be an int >= 3 (one sample per part); got {max_per_class!r}.")
         rng = np.random.default_rng(seed + 1)
         keep = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:max_per_class] for c in np.unique(y)])

@@ -31,11 +31,15 @@ def digits_transfer(*, seed: int = 0, target_train_fraction: float = 0.5) -> dic
         ``{"source": (x, y), "target_train": (x, y), "target_test": (x, y)}`` with images (n, 8, 8, 1) float32
         in [0, 1] and int32 labels in [0, 5); the target samples are split at random (``seed``).
     """
+    if not (isinstance(target_train_fraction, int | float) and 0 < target_train_fraction < 1):
+        raise ValueError(
+            f"target_train_fraction must be in (0, 1) (both target splits non-empty); got {target_train_fraction!r}."
+        )
     images, labels = load_digits()
     x = images[..., None]
     source = labels < 5
     xt, yt = x[~source], labels[~source] - 5
     perm = np.random.default_rng(seed).permutation(len(yt))
-    cut = int(target_train_fraction * len(yt))
+    cut = min(max(int(target_train_fraction * len(yt)), 1), len(yt) - 1)
     tr, te = perm[:cut], perm[cut:]
     return {"source": (x[source], labels[source]), "target_train": (xt[tr], yt[tr]), "target_test": (xt[te], yt[te])}

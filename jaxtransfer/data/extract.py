@@ -51,7 +51,7 @@ def extract_features(
     n = len(x)
     if n == 0:
         raise ValueError("x is empty.")
-    if not (isinstance(batch_size, int) and batch_size > 0):
+    if isinstance(batch_size, bool) or not (isinstance(batch_size, int) and batch_size > 0):
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
     model = nnx.clone(model)
     model.eval()
@@ -73,12 +73,23 @@ def extract_features(
             pass
     for start in starts:
         batch = np.asarray(x[start : start + batch_size])
+        size = len(batch)
         if transform is not None:
             batch = np.asarray(transform(batch))
-        size = len(batch)
+            if batch.ndim == 0 or len(batch) != size:
+                raise ValueError(
+                    f"transform must keep one row per sample: a batch of {size} came back with "
+                    f"{len(batch) if batch.ndim else 'no'} rows (samples {start}..{start + size - 1})."
+                )
         if size < batch_size:
             batch = np.concatenate([batch, np.repeat(batch[:1], batch_size - size, axis=0)])
         out = run(state, jnp.asarray(batch))
+        for path, a in jax.tree_util.tree_leaves_with_path(out):
+            if np.ndim(a) == 0 or np.shape(a)[0] != batch_size:
+                raise ValueError(
+                    f"fn must return arrays with one row per sample; output {jax.tree_util.keystr(path) or ''} has "
+                    f"shape {np.shape(a)} for a batch of {batch_size}."
+                )
         chunks.append(jax.tree.map(lambda a, size=size: np.asarray(a[:size]), out))
     result = jax.tree.map(lambda *parts: np.concatenate(parts), *chunks)
     bad = [jax.tree_util.keystr(p) for p, a in jax.tree_util.tree_leaves_with_path(result) if not np.isfinite(a).all()]

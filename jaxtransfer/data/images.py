@@ -31,6 +31,9 @@ def efficientnet_preprocess(images, size: int, *, batch_size: int = 256) -> np.n
     Returns:
         (n, size, size, 3) float32.
     """
+    _check_size(size, "size")
+    if isinstance(batch_size, bool) or not (isinstance(batch_size, int) and batch_size > 0):
+        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
     x = np.asarray(images, np.float32)
     if x.ndim == 3:
         x = x[..., None]
@@ -50,7 +53,14 @@ def _resize_normalise(batch: jax.Array, size: int) -> jax.Array:
     return (255.0 * jnp.broadcast_to(r, (*r.shape[:3], 3)) - 127.0) / 128.0
 
 
+def _check_size(size, name: str) -> None:
+    if isinstance(size, bool) or not (isinstance(size, int | np.integer) and size > 0):
+        raise ValueError(f"{name} must be a positive int (pixels); got {size!r}.")
+
+
 def _images(name, images, labels, *, image_size, seed, fractions, max_per_class) -> Dataset:
+    if image_size is not None:
+        _check_size(image_size, "image_size")
     ds = make_dataset(name, images, labels, _DIGITS, seed=seed, fractions=fractions, max_per_class=max_per_class)
     x = ds.x[..., None] if image_size is None else efficientnet_preprocess(ds.x, image_size)
     return Dataset(ds.name, x, ds.y, ds.classes, ds.splits)
