@@ -1,5 +1,6 @@
 """Transferability scores: pure functions on arrays (no Flax), higher = better transfer."""
 
+from jaxtransfer.score._checked import checked
 from jaxtransfer.score.distributed import logme_many, logme_sharded
 from jaxtransfer.score.gbc import gbc
 from jaxtransfer.score.hscore import hscore, hscore_regularized, ledoit_wolf_shrinkage
@@ -23,6 +24,7 @@ __all__ = [
     "LogME",
     "LogMEEvidence",
     "LogMEStats",
+    "checked",
     "gaussian_mixture_posteriors",
     "gbc",
     "hscore",

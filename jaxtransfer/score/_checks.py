@@ -3,16 +3,48 @@
 Shape and dtype checks run at trace time. Value checks (NaN/Inf, label ranges, missing classes) need concrete
 values: they run whenever the input is not a tracer, i.e. before the jit-compiled core is entered, so a user gets a
 ``ValueError`` naming the argument instead of a silent NaN. Inside a user's own ``jax.jit`` the value checks are
-skipped (tracers have no values) and only shapes and dtypes are checked.
+skipped (tracers have no values) and only shapes and dtypes are checked, unless the function runs under
+:func:`jaxtransfer.checked`: then they are computed on device and raised on the host (see ``require``).
 """
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 __all__: list[str] = []
+
+# While jaxtransfer.checked traces a function: message -> traced predicate of every value check on tracers.
+_STAGED = contextvars.ContextVar("jaxtransfer_staged_checks", default=None)
+
+
+@contextlib.contextmanager
+def staged_checks():
+    """Collects the value checks on traced inputs made within this block; yields the dict message -> predicate."""
+    staged: dict = {}
+    token = _STAGED.set(staged)
+    try:
+        yield staged
+    finally:
+        _STAGED.reset(token)
+
+
+def require(ok, message: str) -> None:
+    """A value check: raises ``ValueError(message)`` when ``ok`` is concrete and false. When ``ok`` is traced it is
+    recorded for :func:`jaxtransfer.checked` (which returns it next to the result and raises on the host) and is
+    otherwise skipped (plain ``jit``: tracers have no values)."""
+    if _is_concrete(ok):
+        if not bool(ok):
+            raise ValueError(message)
+        return
+    staged = _STAGED.get()
+    if staged is not None:
+        ok = jnp.all(ok)
+        staged[message] = staged[message] & ok if message in staged else ok
 
 
 def _is_concrete(x) -> bool:
@@ -64,6 +96,7 @@ def check_features(features, name: str = "features", *, min_samples: int = 2) ->
     if _is_concrete(out) and not bool(jnp.isfinite(out).all()):
         bad = int(jnp.sum(~jnp.isfinite(out)))
         raise ValueError(f"{name} contains {bad} NaN or Inf value(s); remove or impute them first.")
+    require(jnp.isfinite(out).all(), f"{name} contains NaN or Inf value(s); remove or impute them first.")
     return out
 
 
@@ -118,6 +151,12 @@ def check_class_labels(
             raise ValueError(
                 f"the number of classes of {name} must be given (num_classes=...) when it is traced (jit, vmap)."
             )
+        if _STAGED.get() is not None and arr.size:  # in the labels' own dtype, as above
+            require(jnp.min(arr) >= 0, f"{name} must be >= 0.")
+            require(jnp.max(arr) < num_classes, f"{name} must be < num_classes={num_classes}.")
+            if require_all:
+                counts = jax.ops.segment_sum(jnp.ones_like(out), jnp.clip(out, 0, num_classes - 1), num_classes)
+                require(jnp.all(counts > 0), f"every class in [0, {num_classes}) of {name} needs a sample.")
         return out, int(num_classes)
     host = np.asarray(out)
     lo, hi = int(host.min()), int(host.max())
@@ -158,9 +197,8 @@ def check_targets(targets, n: int, *, reject_zero: bool = True) -> jax.Array:
     if arr.shape[1] < 1:
         raise ValueError(f"targets must have at least one column; got shape {arr.shape}.")
     out = jnp.asarray(arr, dtype=float_dtype(arr))
+    require(jnp.isfinite(out).all(), "targets contain NaN or Inf values; remove or impute them first.")
     if _is_concrete(out):
-        if not bool(jnp.isfinite(out).all()):
-            raise ValueError("targets contain NaN or Inf values; remove or impute them first.")
         zero = np.flatnonzero(np.asarray(jnp.all(out == 0, axis=0)))
         if zero.size and reject_zero:
             raise ValueError(
@@ -192,6 +230,9 @@ def check_probabilities(probs, n: int, name: str = "source_probs", *, atol: floa
     p = check_features(probs, name, min_samples=1)
     if p.shape[0] != n:
         raise ValueError(f"{name} has {p.shape[0]} rows but labels has {n} entries.")
+    if not _is_concrete(p):
+        require(jnp.all(p >= 0), f"{name} has negative entries; pass probabilities.")
+        require(jnp.all(jnp.abs(jnp.sum(p, axis=1) - 1) <= atol), f"the rows of {name} must sum to 1.")
     if _is_concrete(p):
         if bool(jnp.any(p < 0)):
             raise ValueError(f"{name} has negative entries; pass probabilities (jax.nn.softmax of the logits).")
@@ -205,7 +246,7 @@ def check_probabilities(probs, n: int, name: str = "source_probs", *, atol: floa
 
 
 def check_features_and_labels(
-    features, labels, num_classes: int | None = None, *, rescale: bool = False
+    features, labels, num_classes: int | None = None, *, rescale: bool = False, centre: bool = False
 ) -> tuple[jax.Array, jax.Array, int]:
     """The common checks of the feature-based scores: (n, D) features and (n,) class ids -> (f, labels, C).
 
@@ -213,7 +254,9 @@ def check_features_and_labels(
     measure (their covariances are zero): that raises ``ValueError`` instead of a NaN or an arbitrary value.
     ``rescale=True`` (for scores invariant to the feature scale) divides the features by a power of two near
     max |F|: exact in floating point, so the score is the same at every finite scale and no Gram matrix
-    overflows or underflows.
+    overflows or underflows. ``centre=True`` (for scores invariant to a translation of the features) subtracts
+    the column means first, in float64 when the input is a float64 NumPy array (so that an offset large against
+    the spread, e.g. 1e6 + O(1), loses nothing in the cast to float32), else in the compute dtype.
     """
     f = check_features(features)
     lab, c = check_class_labels(labels, f.shape[0], num_classes)
@@ -222,6 +265,11 @@ def check_features_and_labels(
             "features are the same for every sample (constant rows): no score can tell classes apart with them; "
             "check the feature extractor (e.g. a dead layer or an all-zero input)."
         )
+    if centre:
+        if isinstance(features, np.ndarray) and features.dtype == np.float64 and f.dtype != np.float64:
+            f = jnp.asarray(features - features.mean(axis=0), f.dtype)
+        else:
+            f = f - jnp.mean(f, axis=0, keepdims=True)
     return (power_of_two_rescale(f)[0] if rescale else f), lab, c
 
 
@@ -233,7 +281,9 @@ def power_of_two_rescale(f: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 def finite_result(value: jax.Array, score: str) -> jax.Array:
     """Raises ``FloatingPointError`` on a non-finite score (concrete values only); returns it unchanged."""
-    if _is_concrete(value) and not bool(jnp.all(jnp.isfinite(value))):
+    if not _is_concrete(value):
+        require(jnp.all(jnp.isfinite(value)), f"{score}: the score is not finite.")
+    elif not bool(jnp.all(jnp.isfinite(value))):
         raise FloatingPointError(
             f"{score}: the score is not finite ({value}); the features overflow or underflow this score's "
             "computation at their scale or precision. Rescale the features or use float64 (jax_enable_x64)."

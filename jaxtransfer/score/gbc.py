@@ -18,7 +18,7 @@ def _gbc(f, labels, *, num_classes, pca_dim, spherical):
     if pca_dim is not None and f.shape[1] > pca_dim:
         f = pca(f, pca_dim)
     mu = class_means(f, labels, num_classes)  # (C, d)
-    var = class_means(jnp.square(f), labels, num_classes) - jnp.square(mu)
+    var = class_means(jnp.square(f - mu[labels]), labels, num_classes)  # centred: no cancellation
     var = jnp.maximum(var, 1e-4)  # constant features: the published floor
     if spherical:
         var = jnp.broadcast_to(jnp.mean(var, axis=1, keepdims=True), var.shape)
@@ -55,5 +55,5 @@ def gbc(
         raise ValueError(f"gaussian must be 'diagonal' or 'spherical'; got {gaussian!r}.")
     if pca_dim is not None and (not isinstance(pca_dim, int) or pca_dim < 1):
         raise ValueError(f"pca_dim must be a positive integer or None; got {pca_dim!r}.")
-    f, lab, c = _checks.check_features_and_labels(features, labels, num_classes)
+    f, lab, c = _checks.check_features_and_labels(features, labels, num_classes, centre=True)
     return _checks.finite_result(_gbc(f, lab, num_classes=c, pca_dim=pca_dim, spherical=gaussian == "spherical"), "gbc")

@@ -73,7 +73,7 @@ def hscore(features, labels, *, num_classes: int | None = None) -> jax.Array:
         Scalar in [0, min(D, C - 1)], higher = better transfer. cov(f)^+ is the pseudo-inverse, so n < D and
         constant features are allowed (the estimate is then noisy: prefer :func:`hscore_regularized`).
     """
-    f, lab, c = _checks.check_features_and_labels(features, labels, num_classes, rescale=True)
+    f, lab, c = _checks.check_features_and_labels(features, labels, num_classes, rescale=True, centre=True)
     return _checks.finite_result(_hscore(f, lab, num_classes=c), "hscore")
 
 
@@ -83,5 +83,5 @@ def hscore_regularized(features, labels, *, num_classes: int | None = None) -> j
     The estimate of cov(f) from few samples is poor; shrinking it towards (tr/D) I with the Ledoit-Wolf
     coefficient a (:func:`ledoit_wolf_shrinkage`) makes the score reliable for small n (Ibrahim et al., 2022).
     """
-    f, lab, c = _checks.check_features_and_labels(features, labels, num_classes, rescale=True)
+    f, lab, c = _checks.check_features_and_labels(features, labels, num_classes, rescale=True, centre=True)
     return _checks.finite_result(_hscore_regularized(f, lab, num_classes=c), "hscore_regularized")

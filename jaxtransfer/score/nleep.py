@@ -138,11 +138,16 @@ def nleep(
         raise ValueError(f"variance must be in (0, 1]; got {variance!r}.")
     if not (isinstance(components_per_class, int) and components_per_class >= 1):
         raise ValueError(f"components_per_class must be a positive integer; got {components_per_class!r}.")
-    f, lab, c = _checks.check_features_and_labels(features, labels, num_classes)
+    f, lab, c = _checks.check_features_and_labels(features, labels, num_classes, centre=True)
     m = components_per_class * c
     if m > f.shape[0]:
         raise ValueError(f"the mixture needs {m} components but there are only {f.shape[0]} samples.")
     z = pca(f, components_for_variance(f, variance))
+    if not bool(jnp.all(jnp.isfinite(z))):
+        raise FloatingPointError(
+            "nleep: the principal components of the features overflow at their scale (max |features| = "
+            f"{float(jnp.max(jnp.abs(f))):.3g}); rescale the features or use float64 (jax_enable_x64)."
+        )
     probs = gaussian_mixture_posteriors(z, m)
     if not bool(jnp.all(jnp.isfinite(probs))):
         raise FloatingPointError(

@@ -79,5 +79,5 @@ def sfda(features, labels, *, num_classes: int | None = None) -> jax.Array:
     Returns:
         Scalar in (0, 1], higher = better transfer.
     """
-    f, lab, c = _checks.check_features_and_labels(features, labels, num_classes)
+    f, lab, c = _checks.check_features_and_labels(features, labels, num_classes, centre=True)
     return _checks.finite_result(_sfda(f, lab, num_classes=c), "sfda")

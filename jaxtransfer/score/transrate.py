@@ -54,5 +54,5 @@ def transrate(features, labels, *, eps: float = 1e-4, num_classes: int | None = 
     """
     if not (eps > 0):
         raise ValueError(f"eps must be positive; got {eps!r}.")
-    f, lab, c = _checks.check_features_and_labels(features, labels, num_classes)
+    f, lab, c = _checks.check_features_and_labels(features, labels, num_classes, centre=True)
     return _checks.finite_result(_transrate(f, lab, jnp.asarray(eps, f.dtype), num_classes=c), "transrate")
