@@ -211,7 +211,10 @@ def weighted_tau(scores, ground_truth) -> float:
             raise ValueError(f"scores and ground_truth name different models: {missing}.")
         keys = list(scores)
         scores, ground_truth = [scores[k] for k in keys], [ground_truth[k] for k in keys]
-    x, y = np.asarray(scores, np.float64), np.asarray(ground_truth, np.float64)
+    try:
+        x, y = np.asarray(scores, np.float64), np.asarray(ground_truth, np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"scores and ground_truth must be real numbers, one per model: {err}.") from err
     if x.ndim != 1 or x.shape != y.shape:
         raise ValueError(f"scores and ground_truth must be 1-D of the same length; got {x.shape} and {y.shape}.")
     if x.size < 2:

@@ -208,6 +208,13 @@ def check_targets(targets, n: int, *, reject_zero: bool = True) -> jax.Array:
     return out
 
 
+def check_flag(value, name: str) -> bool:
+    """A boolean option: ``True``/``False`` (or a NumPy bool), never a string or a number that merely looks true."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False; got {value!r}.")
+    return bool(value)
+
+
 def check_method(method: str) -> str:
     if method not in ("optimized", "naive"):
         raise ValueError(f"method must be 'optimized' or 'naive'; got {method!r}.")
@@ -217,7 +224,7 @@ def check_method(method: str) -> str:
 def check_iteration(tol: float, max_iter: int) -> None:
     if not (isinstance(max_iter, int | np.integer) and max_iter >= 1):
         raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}.")
-    if not (np.isfinite(tol) and tol > 0):
+    if isinstance(tol, bool) or not (isinstance(tol, int | float | np.number) and np.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be a positive finite number; got {tol!r}.")
 
 
@@ -273,9 +280,14 @@ def check_features_and_labels(
     return (power_of_two_rescale(f)[0] if rescale else f), lab, c
 
 
+def power_of_two_exponent(f: jax.Array) -> jax.Array:
+    """The integer k with max |f| / 2^k in [0.5, 1) (0 for an all-zero f)."""
+    return jnp.frexp(jnp.max(jnp.abs(f)))[1]
+
+
 def power_of_two_rescale(f: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(f / 2^k, 2^k) with max |f| / 2^k in [0.5, 1): exact in floating point (only exponents change)."""
-    _, exponent = jnp.frexp(jnp.max(jnp.abs(f)))
+    exponent = power_of_two_exponent(f)
     return jnp.ldexp(f, -exponent), jnp.ldexp(jnp.ones((), f.dtype), exponent)
 
 
@@ -293,6 +305,7 @@ def finite_result(value: jax.Array, score: str) -> jax.Array:
 
 def check_logme_inputs(features, labels, regression, num_classes, tol, max_iter, method):
     """All of LogME's checks: returns (features, labels or (n, K) targets, C or None for regression)."""
+    check_flag(regression, "regression")
     check_method(method)
     check_iteration(tol, max_iter)
     f = check_features(features)

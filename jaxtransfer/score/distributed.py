@@ -84,6 +84,7 @@ def logme_sharded(
             form needs all rows together) or ``axis`` is not an axis of ``mesh``.
     """
     f, y, c = _checks.check_logme_inputs(features, labels, regression, num_classes, tol, max_iter, "optimized")
+    f = _checks.power_of_two_rescale(f)[0]  # exact; LogME is invariant to the feature scale
     n, d = f.shape
     if n <= d:
         raise ValueError(f"logme_sharded needs more samples than features (n={n}, D={d}); use logme for n <= D.")
@@ -139,6 +140,8 @@ def logme_many(
     if isinstance(features, np.ndarray | jax.Array) or not isinstance(features, Sequence) or not features:
         raise TypeError("features must be a non-empty list of (n, D) arrays, one per model.")
     checked = [_checks.check_features(f, f"features[{i}]") for i, f in enumerate(features)]
+    # LogME is invariant to the feature scale: an exact power-of-two rescaling keeps every Gram matrix in range.
+    checked = [_checks.power_of_two_rescale(f)[0] for f in checked]
     n = checked[0].shape[0]
     for i, f in enumerate(checked):
         if f.shape[0] != n:

@@ -40,9 +40,17 @@ def ledoit_wolf_shrinkage(features) -> jax.Array:
 
         delta = ||S - mu I||_F^2 / D,   beta = min(delta, (1/n^2) sum_i ||x_i x_i^T - S||_F^2 / D),   a = beta / delta,
 
-    with x_i the centred rows and mu = tr(S) / D (Ledoit and Wolf, 2004).
+    with x_i the centred rows and mu = tr(S) / D (Ledoit and Wolf, 2004). Invariant to the feature scale (the
+    features are rescaled by a power of two first, so no product overflows).
+
+    Raises:
+        ValueError: features not (n, D) with n >= 2, or with NaN/Inf.
     """
-    f = jnp.asarray(features)
+    f = _checks.check_features(features)
+    return _shrinkage(_checks.power_of_two_rescale(f)[0])
+
+
+def _shrinkage(f: jax.Array) -> jax.Array:
     x = f - jnp.mean(f, axis=0, keepdims=True)
     n, d = x.shape
     s = jnp.matmul(x.T, x, precision=_HI) / n
@@ -56,7 +64,7 @@ def ledoit_wolf_shrinkage(features) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("num_classes",))
 def _hscore_regularized(f, labels, *, num_classes):
     d = f.shape[1]
-    a = ledoit_wolf_shrinkage(f)
+    a = _shrinkage(f)
     cov_f = covariance(f)
     shrunk = (1 - a) * cov_f + a * jnp.trace(cov_f) / d * jnp.eye(d, dtype=f.dtype)
     between = (1 - a) * _between_class_cov(f, labels, num_classes)

@@ -164,6 +164,11 @@ class LogME:
     """
 
     def __init__(self, regression: bool = False, **options):
+        known = {"num_classes", "tol", "max_iter", "method"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"LogME got unknown option(s) {unknown}; the options are {sorted(known)}.")
+        _checks.check_flag(regression, "regression")
         self.regression = regression
         self.options = options
         self._reset()

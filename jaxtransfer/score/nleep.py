@@ -7,6 +7,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxtransfer.score import _checks
 from jaxtransfer.score._linalg import components_for_variance, pca
@@ -134,7 +135,7 @@ def nleep(
     Returns:
         Scalar <= 0, higher = better transfer.
     """
-    if not (0 < variance <= 1):
+    if isinstance(variance, bool) or not (isinstance(variance, int | float | np.number) and 0 < variance <= 1):
         raise ValueError(f"variance must be in (0, 1]; got {variance!r}.")
     if not (isinstance(components_per_class, int) and components_per_class >= 1):
         raise ValueError(f"components_per_class must be a positive integer; got {components_per_class!r}.")

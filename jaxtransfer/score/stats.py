@@ -9,7 +9,10 @@ computed from the sum is the score of the concatenated data (no published implem
 labels C holds the per-class feature sums and q the class counts: no one-hot matrix is ever formed.
 
 Float32 accumulation: each chunk's Gram matrix is formed with ``precision=HIGHEST`` and summed in the working
-dtype; measured against float64 in ``bench/logme_speed.py``.
+dtype; measured against float64 in ``bench/logme_speed.py``. Each chunk's features are divided by a power of two
+2^e first (exact), and the statistics carry e: merging brings both to the larger e (again exactly, by powers of
+two), so no Gram matrix overflows or underflows at any finite feature scale, and the score, invariant to the
+scale, is the same as for unscaled data.
 """
 
 from __future__ import annotations
@@ -45,16 +48,18 @@ class LogMEStats:
     """Sufficient statistics of LogME (a pytree; ``+`` merges, and merging is associative and commutative).
 
     Attributes:
-        gram: (D, D) F^T F.
+        gram: (D, D) F^T F (of the rescaled F / 2^e, see ``log2_scale``).
         cross: (D, K) F^T Y; for class labels, column k is the sum of the features of class k.
         sq_norms: (K,) y_k^T y_k; for class labels, the class counts.
         count: () number of samples n.
+        log2_scale: () integer e: the statistics are those of F / 2^e (0: of F itself).
     """
 
     gram: jax.Array
     cross: jax.Array
     sq_norms: jax.Array
     count: jax.Array
+    log2_scale: jax.Array = dataclasses.field(default_factory=lambda: jnp.zeros((), jnp.int32))
 
     def __add__(self, other: LogMEStats) -> LogMEStats:
         return merge_stats(self, other)
@@ -81,28 +86,47 @@ def merge_stats(a: LogMEStats, b: LogMEStats) -> LogMEStats:
             f"cannot merge statistics of (D, K) = {a.cross.shape} and {b.cross.shape}: every chunk needs the same "
             "feature width and the same number of targets (pass num_classes= so that chunks missing a class agree)."
         )
-    return jax.tree.map(jnp.add, a, b)
+    return _merge(a, b)
+
+
+@jax.jit
+def _merge(a: LogMEStats, b: LogMEStats) -> LogMEStats:
+    e = jnp.maximum(a.log2_scale, b.log2_scale)  # bring both to the larger scale: exact powers of two
+    da, db = a.log2_scale - e, b.log2_scale - e
+    return LogMEStats(
+        gram=jnp.ldexp(a.gram, 2 * da) + jnp.ldexp(b.gram, 2 * db),
+        cross=jnp.ldexp(a.cross, da) + jnp.ldexp(b.cross, db),
+        sq_norms=a.sq_norms + b.sq_norms,
+        count=a.count + b.count,
+        log2_scale=e,
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes",))
 def _classification_stats(features, labels, *, num_classes):
     targets = OneHot(labels, num_classes)
+    e = _checks.power_of_two_exponent(features)
+    features = jnp.ldexp(features, -e)
     return LogMEStats(
         gram=jnp.matmul(features.T, features, precision=_HI),
         cross=targets.project(features),
         sq_norms=targets.sq_norms(features.dtype),
         count=jnp.asarray(features.shape[0], features.dtype),
+        log2_scale=e.astype(jnp.int32),
     )
 
 
 @jax.jit
 def _regression_stats(features, targets):
     t = Dense(targets.astype(features.dtype))
+    e = _checks.power_of_two_exponent(features)
+    features = jnp.ldexp(features, -e)
     return LogMEStats(
         gram=jnp.matmul(features.T, features, precision=_HI),
         cross=t.project(features),
         sq_norms=t.sq_norms(features.dtype),
         count=jnp.asarray(features.shape[0], features.dtype),
+        log2_scale=e.astype(jnp.int32),
     )
 
 
@@ -131,7 +155,7 @@ def logme_stats(features, labels, *, regression: bool = False, num_classes: int 
         True
     """
     f = _checks.check_features(features, min_samples=1)
-    if regression:
+    if _checks.check_flag(regression, "regression"):
         if num_classes is not None:
             raise ValueError("num_classes applies to classification only; drop it or regression=True.")
         return _regression_stats(f, _checks.check_targets(labels, f.shape[0], reject_zero=False))
@@ -174,7 +198,9 @@ def logme_evidence_from_stats(stats: LogMEStats, *, tol: float = 1e-3, max_iter:
     _checks.check_iteration(tol, max_iter)
     result = _from_stats(stats, jnp.asarray(tol, stats.gram.dtype), max_iter=max_iter)
     check_result(result, max_iter, "optimized")
-    return result
+    # The statistics describe F / 2^e: map the weights and alpha back, as logme does (F m = (F / s)(s m)).
+    scale = jnp.ldexp(jnp.ones((), result.weights.dtype), jnp.asarray(stats.log2_scale))
+    return dataclasses.replace(result, weights=result.weights / scale, alpha=result.alpha * scale**2)
 
 
 def logme_from_stats(stats: LogMEStats, *, tol: float = 1e-3, max_iter: int = 100) -> jax.Array:
@@ -210,7 +236,7 @@ def logme_streaming(
         ValueError: for an empty stream, chunks of different D, a missing ``num_classes``, or any bad chunk
             (the message names the chunk).
     """
-    if not regression and num_classes is None:
+    if not _checks.check_flag(regression, "regression") and num_classes is None:
         raise ValueError("num_classes is required for streaming classification: a chunk may miss classes.")
     it = iter(batches)
     if progress:

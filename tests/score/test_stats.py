@@ -51,8 +51,11 @@ def test_merge_is_associative_and_commutative(x64, seed):
 def test_stats_of_classification_are_class_sums_and_counts(x64):
     f, y = _data(1, n=40, d=3, c=3)
     s = logme_stats(f, y)
-    np.testing.assert_allclose(np.asarray(s.gram), f.T @ f, rtol=1e-12)
-    np.testing.assert_allclose(np.asarray(s.cross), np.stack([f[y == k].sum(0) for k in range(3)], 1), rtol=1e-12)
+    scale = 2.0 ** int(s.log2_scale)  # the statistics are those of f / 2^e, max |f| / 2^e in [0.5, 1)
+    assert 0.5 <= np.abs(f).max() / scale < 1
+    np.testing.assert_allclose(np.asarray(s.gram) * scale**2, f.T @ f, rtol=1e-12)
+    cross = np.stack([f[y == k].sum(0) for k in range(3)], 1)
+    np.testing.assert_allclose(np.asarray(s.cross) * scale, cross, rtol=1e-12)
     np.testing.assert_array_equal(np.asarray(s.sq_norms), np.bincount(y))
     assert float(s.count) == 40
 
