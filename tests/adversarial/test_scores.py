@@ -209,8 +209,12 @@ OPTIONS = [
     ("target 3-D", lambda: jt.logme(F, F[:, :, None], regression=True), ValueError, r"targets must have shape \(n,\)"),
     ("target rows", lambda: jt.logme(F, F[:-1, 0], regression=True), ValueError, "targets has 29 rows"),
     ("target strings", lambda: jt.logme(F, Y.astype(str), regression=True), TypeError, "targets must hold real"),
-    ("target + num_classes", lambda: jt.logme(F, F[:, 0], regression=True, num_classes=3), ValueError, "num_classes "
-     "applies to classification only"),  # fmt: skip
+    (
+        "target + num_classes",
+        lambda: jt.logme(F, F[:, 0], regression=True, num_classes=3),
+        ValueError,
+        "num_classes applies to classification only",
+    ),
     ("gbc pca_dim=0", lambda: jt.gbc(F, Y, pca_dim=0), ValueError, "pca_dim must be a positive integer"),
     ("gbc pca_dim=2.5", lambda: jt.gbc(F, Y, pca_dim=2.5), ValueError, "pca_dim must be a positive integer"),
     ("gbc gaussian", lambda: jt.gbc(F, Y, gaussian="full"), ValueError, "gaussian must be 'diagonal' or 'spherical'"),
@@ -248,21 +252,49 @@ OPTIONS = [
     ("many not a list", lambda: jt.logme_many(F, Y), TypeError, "features must be a non-empty list"),
     ("many mismatch", lambda: jt.logme_many([F, F[:-1]], Y), ValueError, "features.1. has 29 samples"),
     ("many NaN", lambda: jt.logme_many([F, _nan(F)], Y), ValueError, r"features\[1\] contains 1 NaN"),
-    ("stream no num_classes", lambda: jt.logme_streaming([(F, Y)], progress=False), ValueError, "num_classes is "
-     "required for streaming"),  # fmt: skip
+    (
+        "stream no num_classes",
+        lambda: jt.logme_streaming([(F, Y)], progress=False),
+        ValueError,
+        "num_classes is required for streaming",
+    ),
     ("stream empty", lambda: jt.logme_streaming([], num_classes=3, progress=False), ValueError, "yielded no chunk"),
-    ("stream not pairs", lambda: jt.logme_streaming([F], num_classes=3, progress=False), ValueError, "chunk 0 must "
-     "be a .features, labels. pair"),  # fmt: skip
-    ("stream NaN chunk", lambda: jt.logme_streaming([(F, Y), (_nan(F), Y)], num_classes=3, progress=False),
-     ValueError, "NaN"),  # fmt: skip
-    ("stream widths", lambda: jt.logme_streaming([(F, Y), (F[:, :3], Y)], num_classes=3, progress=False),
-     ValueError, "cannot merge statistics"),  # fmt: skip
-    ("merge widths", lambda: jt.merge_stats(jt.logme_stats(F, Y), jt.logme_stats(F[:, :3], Y)), ValueError,
-     "cannot merge statistics of .D, K. = .4, 3. and .3, 3."),  # fmt: skip
-    ("merge targets", lambda: jt.merge_stats(jt.logme_stats(F, Y), jt.logme_stats(F, Y % 2)), ValueError,
-     "cannot merge statistics"),  # fmt: skip
-    ("stats of 1 sample", lambda: jt.logme_from_stats(jt.logme_stats(F[:1], Y[:1], num_classes=3)), ValueError,
-     "the statistics cover 1 sample"),  # fmt: skip
+    (
+        "stream not pairs",
+        lambda: jt.logme_streaming([F], num_classes=3, progress=False),
+        ValueError,
+        "chunk 0 must be a .features, labels. pair",
+    ),
+    (
+        "stream NaN chunk",
+        lambda: jt.logme_streaming([(F, Y), (_nan(F), Y)], num_classes=3, progress=False),
+        ValueError,
+        "NaN",
+    ),
+    (
+        "stream widths",
+        lambda: jt.logme_streaming([(F, Y), (F[:, :3], Y)], num_classes=3, progress=False),
+        ValueError,
+        "cannot merge statistics",
+    ),
+    (
+        "merge widths",
+        lambda: jt.merge_stats(jt.logme_stats(F, Y), jt.logme_stats(F[:, :3], Y)),
+        ValueError,
+        "cannot merge statistics of .D, K. = .4, 3. and .3, 3.",
+    ),
+    (
+        "merge targets",
+        lambda: jt.merge_stats(jt.logme_stats(F, Y), jt.logme_stats(F, Y % 2)),
+        ValueError,
+        "cannot merge statistics",
+    ),
+    (
+        "stats of 1 sample",
+        lambda: jt.logme_from_stats(jt.logme_stats(F[:1], Y[:1], num_classes=3)),
+        ValueError,
+        "the statistics cover 1 sample",
+    ),
 ]
 
 
@@ -287,8 +319,12 @@ RANKING = [
     ("zoo not a dict", lambda: jt.rank([F], Y), ValueError, "features_by_model must be a non-empty dict"),
     ("rows mismatch", lambda: jt.rank({"a": F[:-1]}, Y), ValueError, "model 'a', score 'logme': labels has 30"),
     ("NaN features", lambda: jt.rank({"a": F, "b": _nan(F)}, Y), ValueError, "model 'b'.*features contains 1 NaN"),
-    ("regression leep", lambda: jt.rank({"a": F}, F[:, 0], score="leep", regression=True), ValueError,
-     "only logme supports regression=True"),  # fmt: skip
+    (
+        "regression leep",
+        lambda: jt.rank({"a": F}, F[:, 0], score="leep", regression=True),
+        ValueError,
+        "only logme supports regression=True",
+    ),
     ("tau constant", lambda: jt.weighted_tau([1, 1, 1], [1, 2, 3]), ValueError, "scores is the same for every model"),
     ("tau constant truth", lambda: jt.weighted_tau([1, 2, 3], [2, 2, 2]), ValueError, "ground_truth is the same"),
     ("tau lengths", lambda: jt.weighted_tau([1, 2], [1, 2, 3]), ValueError, "must be 1-D of the same length"),

@@ -151,7 +151,7 @@ def test_conversion_is_atomic_and_checksummed(converted):
 
 
 def test_conversion_is_byte_deterministic_and_repairs_a_mismatch(converted, tmp_path):
-    directory, files = converted
+    _, files = converted
     name, path = next(iter(files.items()))
     again = pre.convert_efficientnet_lite(name, directory=tmp_path)
     assert again.read_bytes() == path.read_bytes()  # same bytes, so the same digest on every run
@@ -166,7 +166,7 @@ def test_conversion_is_byte_deterministic_and_repairs_a_mismatch(converted, tmp_
 
 
 def test_a_file_changed_in_place_with_its_mtime_restored_is_checked_again(converted, tmp_path):
-    directory, files = converted
+    _, files = converted
     name, path = next(iter(files.items()))
     folder = tmp_path / name
     shutil.copytree(path.parent, folder)
