@@ -242,9 +242,9 @@ def finetune(
                 bar.update(1)
         loss, metric = float(jnp.mean(jnp.stack(losses))), float(jnp.mean(jnp.stack(metrics)))
         seconds = time.perf_counter() - started  # the first epoch includes compilation
+        _check_finite_params(params, epoch)  # first: it names the parameter (a NaN gradient, then a NaN loss)
         if not math.isfinite(loss):
             raise FloatingPointError(f"the training loss became {loss} in epoch {epoch + 1}; lower the learning rate.")
-        _check_finite_params(params, epoch)
         record = {
             "epoch": epoch + 1,
             "seconds": seconds,
