@@ -1,8 +1,9 @@
 """The optimised LogME algorithm: one eigendecomposition, then O(r) work per target per profile evaluation.
 
-Primal form (n > D, or sufficient statistics): F^T F = V diag(s) V^T, z = V^T F^T y (D,); the profile weights
-are w_i = z_i^2 / s_i and the least-squares residual q0 = y^T y - sum_i w_i (a difference: floored in
-``_profile``). Dual form (n <= D): F F^T = U diag(s) U^T (n x n, the same non-zero eigenvalues), p = U^T y,
+Centred primal form (n > D, and the sufficient statistics): C^T C = V diag(s) V^T with C = F - 1 mu^T,
+z = V^T C^T y (D,); the profile weights are w_i = z_i^2 / s_i, the centred least-squares residual
+q0 = ||y_c||^2 - sum_i w_i (a difference: floored in ``_profile``), and the mean enters as an exact rank-one term.
+Dual form (n <= D): F F^T = U diag(s) U^T (n x n, the same non-zero eigenvalues), p = U^T y,
 w_i = p_i^2 and q0 = the sum of p_i^2 over zero eigenvalues (no cancellation). Eigenvalues that are zero to
 working precision (``spectrum_cutoff``) are set to exactly 0, and the D - r zero eigenvalues of F^T F drop out of
 the profile exactly, so nothing is over-counted when n < D (the published fast path drops the log a terms of
@@ -53,26 +54,6 @@ def _coefficients(x: jax.Array, s: jax.Array, pos: jax.Array, t: jax.Array) -> j
     return jnp.where(pos[:, None], x / (t[None, :] + jnp.where(pos, s, 1.0)[:, None]), 0.0)
 
 
-def primal_evidence(gram: jax.Array, cross: jax.Array, yy: jax.Array, n, *, tol: float, max_iter: int) -> LogMEEvidence:
-    """Maximised evidence of every target from the sufficient statistics of the primal form.
-
-    Args:
-        gram: (D, D) F^T F.
-        cross: (D, K) F^T Y.
-        yy: (K,) y_k^T y_k.
-        n: number of samples (a Python number or a scalar array).
-    """
-    d = gram.shape[0]
-    s, v = jnp.linalg.eigh(gram)
-    s, pos = _clean_spectrum(s, d)
-    z = jnp.matmul(v.T, cross, precision=_HI)  # (D, K)
-    w = jnp.where(pos[:, None], jnp.square(z) / jnp.where(pos, s, 1.0)[:, None], 0.0)
-    q0 = yy - jnp.sum(w, axis=0)
-    res = _solve_all(s, w, q0, yy, n, tol=tol, max_iter=max_iter)
-    weights = jnp.matmul(v, _coefficients(z, s, pos, res.t), precision=_HI).T
-    return LogMEEvidence(res.evidence, res.alpha, res.beta, weights, res.num_iter, res.converged, res.exact_fit)
-
-
 def dual_evidence(features: jax.Array, targets: OneHot | Dense, *, tol: float, max_iter: int) -> LogMEEvidence:
     """Maximised evidence of every target from the n x n Gram matrix F F^T (for n <= D)."""
     n = features.shape[0]
@@ -96,19 +77,42 @@ def centred_evidence(features: jax.Array, targets: OneHot | Dense, *, tol: float
     (pooled ReLU activations) have a Gram matrix whose spread is a small fraction of its norm; float32 loses that
     spread in F^T F but keeps it in C^T C. The result is the same evidence, more precise.
     """
-    n, d = features.shape
+    n = features.shape[0]
     dtype = features.dtype
     mu = jnp.mean(features, axis=0)
     c = features - mu[None, :]
-    yy = targets.sq_norms(dtype)
-    ybar = targets.sums(dtype) / n
-    s, v = jnp.linalg.eigh(jnp.matmul(c.T, c, precision=_HI))
+    return moments_evidence(
+        jnp.matmul(c.T, c, precision=_HI),
+        mu,
+        targets.project(c),  # C^T y_c = C^T y (the columns of C sum to zero)
+        targets.sums(dtype),
+        targets.sq_norms(dtype),
+        targets.centred_sq_norms(dtype),
+        n,
+        tol=tol,
+        max_iter=max_iter,
+    )
+
+
+def moments_evidence(gram_c, mu, cross_c, sums, yy, yc_sq, n, *, tol: float, max_iter: int) -> LogMEEvidence:
+    """Maximised evidence of every target from centred moments (what ``centred_evidence`` and the streaming
+    statistics compute).
+
+    Args:
+        gram_c: (D, D) C^T C with C = F - 1 mu^T.
+        mu: (D,) the feature means.
+        cross_c: (D, K) C^T Y.
+        sums: (K,) 1^T y_k;  yy: (K,) y_k^T y_k;  yc_sq: (K,) ||y_k - mean(y_k)||^2.
+        n: the number of samples.
+    """
+    d = gram_c.shape[0]
+    ybar = sums / n
+    s, v = jnp.linalg.eigh(gram_c)
     s, pos = _clean_spectrum(s, d)
-    # C^T y_c = C^T y (the columns of C sum to zero).
-    zc = jnp.matmul(v.T, targets.project(c), precision=_HI)  # (D, K)
+    zc = jnp.matmul(v.T, cross_c, precision=_HI)  # (D, K)
     zc = jnp.where(pos[:, None], zc, 0.0)
     w = jnp.where(pos[:, None], jnp.square(zc) / jnp.where(pos, s, 1.0)[:, None], 0.0)
-    q0 = targets.centred_sq_norms(dtype) - jnp.sum(w, axis=0)  # ||y_c||^2 - sum_i w_i
+    q0 = yc_sq - jnp.sum(w, axis=0)  # ||y_c||^2 - sum_i w_i
     mu_r = jnp.matmul(v.T, mu, precision=_HI)  # (D,)
     res = _solve_all(s, w, q0, yy, n, tol=tol, max_iter=max_iter, mean=(jnp.square(mu_r), mu_r[:, None] * zc, ybar))
     # Posterior mean m = (F^T F + t I)^-1 F^T y by Sherman-Morrison on M = C^T C + t I.

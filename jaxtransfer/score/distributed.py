@@ -1,8 +1,8 @@
 """LogME across devices (samples sharded over a mesh axis) and for many models at once.
 
-Sharded: each device forms the sufficient statistics of its own rows (``jaxtransfer.score.stats``), one
-``lax.psum`` inside ``jax.shard_map`` adds them up, and the score follows from the sum: the same score as on one
-device, with one all-reduce of D^2 + D K + K + 1 numbers. The inputs are placed on the mesh with
+Sharded: each device forms the centred moments of its own rows (as ``jaxtransfer.score.stats``), ``lax.psum``
+inside ``jax.shard_map`` adds them up (one all-reduce for the means, one of D^2 + D K + 2 K numbers for the centred
+moments), and the score follows: the same score as on one device. The inputs are placed on the mesh with
 ``jax.device_put(x, NamedSharding(mesh, P(axis)))`` before the call (we pick explicit placement over
 ``AxisType.Auto`` meshes, so the call works with whatever mesh the user already has). Rows are padded with zeros to
 a multiple of the axis size; a mask keeps the padding out of the counts.
@@ -26,34 +26,45 @@ from jax.sharding import PartitionSpec as P
 
 from jaxtransfer.score import _checks
 from jaxtransfer.score._evidence import check_result
-from jaxtransfer.score._logme_optimized import optimized_evidence, primal_evidence
+from jaxtransfer.score._logme_optimized import moments_evidence, optimized_evidence
 from jaxtransfer.score._targets import Dense, OneHot
-from jaxtransfer.score.stats import LogMEStats
 
 __all__ = ["logme_many", "logme_sharded"]
 
 _HI = jax.lax.Precision.HIGHEST
 
 
-def _masked_stats(features, y, mask, num_classes):
-    """Statistics of the rows with mask == 1 (padded rows are zero features and zero targets)."""
-    gram = jnp.matmul(features.T, features, precision=_HI)
+def _masked_moments(features, y, mask, num_classes, axis):
+    """The centred moments of the rows with mask == 1 over all shards (padded rows are zero features and targets).
+
+    Two all-reduces: the sums (for the means), then the centred second moments.
+    """
+    t = Dense(y) if num_classes is None else OneHot(y, num_classes)
+    dtype = features.dtype
+    n = jax.lax.psum(jnp.sum(mask), axis)
+    mu = jax.lax.psum(jnp.sum(features, axis=0), axis) / n
+    c = (features - mu[None, :]) * mask[:, None]
     if num_classes is None:
-        t = Dense(y)
-        return LogMEStats(gram, t.project(features), t.sq_norms(features.dtype), jnp.sum(mask))
-    t = OneHot(y, num_classes)
-    counts = jax.ops.segment_sum(mask, y, num_segments=num_classes)
-    return LogMEStats(gram, t.project(features), counts, jnp.sum(mask))
+        sums = jax.lax.psum(t.sums(dtype), axis)
+        yy = jax.lax.psum(t.sq_norms(dtype), axis)
+        yc = (y - (sums / n)[None, :]) * mask[:, None]
+        m2 = jax.lax.psum(jnp.sum(jnp.square(yc), axis=0), axis)
+    else:
+        sums = yy = jax.lax.psum(jax.ops.segment_sum(mask, y, num_segments=num_classes), axis)
+        m2 = sums - jnp.square(sums) / n
+    gram = jax.lax.psum(jnp.matmul(c.T, c, precision=_HI), axis)
+    cross = jax.lax.psum(t.project(c), axis)
+    return gram, mu, cross, sums, yy, m2, n
 
 
 @functools.partial(jax.jit, static_argnames=("mesh", "axis", "num_classes", "max_iter"))
 def _sharded(features, y, mask, tol, *, mesh, axis, num_classes, max_iter):
     def local(f, y, m):
-        return jax.lax.psum(_masked_stats(f, y, m, num_classes), axis)
+        return _masked_moments(f, y, m, num_classes, axis)
 
     spec = P(axis)
-    stats = jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec), out_specs=P())(features, y, mask)
-    return primal_evidence(stats.gram, stats.cross, stats.sq_norms, stats.count, tol=tol, max_iter=max_iter)
+    moments = jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec), out_specs=P())(features, y, mask)
+    return moments_evidence(*moments, tol=tol, max_iter=max_iter)
 
 
 def logme_sharded(

@@ -213,3 +213,18 @@ def test_small_subsamples_keep_one_sample_of_every_class_in_every_part(max_per_c
 def test_digits_transfer_small_fractions_keep_both_splits():
     parts = digits_transfer(target_train_fraction=1e-6)
     assert len(parts["target_train"][1]) == 1 and len(parts["target_test"][1]) > 0
+
+
+def test_a_killed_conversion_leaves_nothing_that_loads(tmp_path):
+    """A conversion killed before its rename leaves only a temporary directory: load does not pick it up."""
+    from jaxtransfer.models import load
+
+    tmp = tmp_path / ".efficientnet-lite0.abc.tmp"
+    tmp.mkdir()
+    (tmp / "weights.safetensors").write_bytes(b"half a file")
+    with pytest.raises(FileNotFoundError, match="no converted efficientnet-lite0 weights"):
+        load("efficientnet-lite0", directory=tmp_path, convert=False)
+    (tmp_path / "efficientnet-lite0").mkdir()  # a directory without its digest (not made by convert)
+    (tmp_path / "efficientnet-lite0" / "weights.safetensors").write_bytes(b"x")
+    with pytest.raises(OSError, match="is incomplete"):
+        load("efficientnet-lite0", directory=tmp_path, convert=False)

@@ -143,3 +143,22 @@ def test_float32_does_not_fall_to_the_null_edge_on_rank_deficient_real_features(
 
 
 FLOAT32_ATOL = 1e-2
+
+
+@pytest.mark.parametrize("layer", ["stem", "stage1", "stage2"])
+def test_float32_streaming_and_sharded_logme_match_float64_on_real_features(lite0, layer):
+    """The statistics are centred moments merged exactly: float32 streaming and sharded LogME agree with float64
+    on real Lite0 features (measured |error| <= 1.0e-3; bar 3e-3). Summing raw F^T F in float32, as before, was
+    0.034 off on the stem features (-0.1796 for -0.1452)."""
+    import jax
+
+    from jaxtransfer import logme, logme_sharded, logme_streaming
+
+    f, labels = lite0[layer], lite0["labels"]
+    with jax.enable_x64(True):
+        double = float(logme(f.astype(np.float64), labels))
+    chunks = [(f[i : i + 100].astype(np.float32), labels[i : i + 100]) for i in range(0, len(labels), 100)]
+    streamed = float(logme_streaming(chunks, num_classes=10, progress=False))
+    sharded = float(logme_sharded(f.astype(np.float32), labels))
+    assert streamed == pytest.approx(double, abs=3e-3)
+    assert sharded == pytest.approx(double, abs=3e-3)

@@ -48,16 +48,32 @@ def test_merge_is_associative_and_commutative(x64, seed):
             np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-12, atol=1e-12)
 
 
-def test_stats_of_classification_are_class_sums_and_counts(x64):
+def test_stats_of_classification_are_centred_class_sums_and_counts(x64):
     f, y = _data(1, n=40, d=3, c=3)
     s = logme_stats(f, y)
     scale = 2.0 ** int(s.log2_scale)  # the statistics are those of f / 2^e, max |f| / 2^e in [0.5, 1)
     assert 0.5 <= np.abs(f).max() / scale < 1
-    np.testing.assert_allclose(np.asarray(s.gram) * scale**2, f.T @ f, rtol=1e-12)
-    cross = np.stack([f[y == k].sum(0) for k in range(3)], 1)
-    np.testing.assert_allclose(np.asarray(s.cross) * scale, cross, rtol=1e-12)
+    c = f - f.mean(0)
+    np.testing.assert_allclose(np.asarray(s.mean) * scale, f.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(s.gram) * scale**2, c.T @ c, rtol=1e-12)
+    cross = np.stack([c[y == k].sum(0) for k in range(3)], 1)
+    np.testing.assert_allclose(np.asarray(s.cross) * scale, cross, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(np.asarray(s.sq_norms), np.bincount(y))
+    np.testing.assert_array_equal(np.asarray(s.target_sums), np.bincount(y))
+    np.testing.assert_allclose(np.asarray(s.target_m2), np.bincount(y) - np.bincount(y) ** 2 / 40, rtol=1e-12)
     assert float(s.count) == 40
+
+
+def test_merged_moments_equal_the_moments_of_the_union(x64):
+    # Chan's pairwise update against the moments of the concatenated data, computed directly in float64.
+    f, y = _data(3, n=90, d=4, c=3)
+    f = f + 50.0  # a large shared mean, as pooled activations have
+    a, b = logme_stats(f[:20] * 8, y[:20], num_classes=3), logme_stats(f[20:], y[20:], num_classes=3)
+    m = a + b
+    whole = logme_stats(np.r_[f[:20] * 8, f[20:]], y, num_classes=3)
+    for name in ("gram", "cross", "mean", "sq_norms", "target_sums", "target_m2", "count", "log2_scale"):
+        np.testing.assert_allclose(np.asarray(getattr(m, name)), np.asarray(getattr(whole, name)), rtol=1e-10,
+                                   atol=1e-9, err_msg=name)  # fmt: skip
 
 
 @given(
