@@ -93,10 +93,11 @@ def check_features(features, name: str = "features", *, min_samples: int = 2) ->
     if d < 1:
         raise ValueError(f"{name} must have at least one feature (column); got shape {arr.shape}.")
     out = jnp.asarray(arr, dtype=float_dtype(arr))
-    if _is_concrete(out) and not bool(jnp.isfinite(out).all()):
+    finite = jnp.isfinite(out).all()
+    if _is_concrete(finite) and not bool(finite):
         bad = int(jnp.sum(~jnp.isfinite(out)))
         raise ValueError(f"{name} contains {bad} NaN or Inf value(s); remove or impute them first.")
-    require(jnp.isfinite(out).all(), f"{name} contains NaN or Inf value(s); remove or impute them first.")
+    require(finite, f"{name} contains NaN or Inf value(s); remove or impute them first.")
     return out
 
 
