@@ -149,7 +149,9 @@ _STREAM = textwrap.dedent(
         with jax.enable_x64(True):
             out["float64"] = float(logme_from_stats(acc64))
             out["rel_diff"] = abs(out["float32"] - out["float64"]) / abs(out["float64"])
-    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across execve, so a child would report its parent's peak.
+    hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")]
+    out["peak_rss_mib"] = (int(hwm[0].split()[1]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
     print(json.dumps(out))
     """
 )
