@@ -13,6 +13,10 @@ from jaxtransfer.score._linalg import class_counts, class_means
 __all__ = ["sfda"]
 
 _HI = jax.lax.Precision.HIGHEST
+# Eigenvalues of S_w below _CUTOFF eps lambda_max are rounding noise. 8 keeps real ones down to ~1e-6 lambda_max in
+# float32 (the demo's mlp128 features need 2e-6); D eps (numpy's rank rule, used before) cut those and gave 0.693 for
+# a float64 0.936, and 32 still cut some of them.
+_CUTOFF = 8
 
 
 def _within_scatter(x, labels, means):
@@ -29,10 +33,13 @@ def _fisher_probabilities(x, labels, num_classes, shrinkage):
     sw = _within_scatter(x, labels, means)
     # (1 - l) S_w + l (tr S_w / D) I is inverted in the eigenbasis of S_w. With D >= n, S_w has D - n + C zero
     # eigenvalues and l can be as small as 1e-10: a direct solve in float32 then sees eigenvalue noise
-    # (~eps lambda_max) far above l tr / D and returns garbage (the score collapsed to 1/C). Eigenvalues at
-    # rounding level are set to exactly 0, so float32 inverts the same matrix as float64.
-    lam, vecs = jnp.linalg.eigh(sw)
-    lam = jnp.where(lam <= jnp.max(lam) * d * jnp.finfo(x.dtype).eps, 0.0, lam)
+    # (~eps lambda_max) far above l tr / D and returns garbage (the score collapsed to 1/C). Those eigenvalues are
+    # set to exactly 0, so float32 inverts the same matrix as float64.
+    lam, vecs = jnp.linalg.eigh(sw)  # ascending
+    # S_w is a sum over n residuals from C class means: rank <= n - C, so the smallest D - (n - C) eigenvalues are
+    # zero exactly (D >= n); the others are kept unless at rounding level (c eps lambda_max).
+    known_zero = jnp.arange(d) < d - (x.shape[0] - num_classes)
+    lam = jnp.where(known_zero | (lam <= jnp.max(lam) * _CUTOFF * jnp.finfo(x.dtype).eps), 0.0, lam)
     inv = 1.0 / ((1 - shrinkage) * lam + shrinkage * jnp.sum(lam) / d)
     coef = jnp.matmul(jnp.matmul(means, vecs, precision=_HI) * inv[None, :], vecs.T, precision=_HI)  # mu_k^T S^-1
     intercept = -0.5 * jnp.sum(coef * means, axis=1) + jnp.log(priors)
