@@ -76,7 +76,15 @@ def _output(args, inputs=()) -> Path | None:
         raise CLIError(f"--json: {err}") from err
 
 
+def _reading(what: str) -> str:
+    """'--score a, --score b': the registered scores that read ``what`` of a model."""
+    from jaxtransfer.score import SCORES
+
+    return ", ".join(f"--score {n}" for n, s in SCORES.items() if s.input == what) or "no score"
+
+
 def _rank(args) -> int:
+    from jaxtransfer.score import SCORES
     from jaxtransfer.select import rank
 
     inputs = [args.labels] + [s if _exists(s) else s.partition(":")[0] for s in args.models]
@@ -95,7 +103,8 @@ def _rank(args) -> int:
         if name in features:
             raise CLIError(f"two models are named {name!r}; rename one of the files")
         f = _load_array(spec, args.key)
-        if f.ndim != 2 and not (args.score == ["nce"] and f.ndim == 1):
+        hard_labels = all(SCORES[s].input == "source_labels" for s in args.score or ["logme"])
+        if f.ndim != 2 and not (hard_labels and f.ndim == 1):
             raise CLIError(f"{spec}: features must be 2-D (n, D); got shape {f.shape}")
         if f.shape[0] != labels.shape[0]:
             raise CLIError(f"{spec}: {f.shape[0]} rows but {args.labels} has {labels.shape[0]} labels")
@@ -135,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", metavar="PATH", help="also write the report to this JSON file")
     demo.add_argument("--force", action="store_true", help="overwrite the --json file if it exists")
 
-    from jaxtransfer.select import SCORES
+    from jaxtransfer.score import SCORES
 
     r = sub.add_parser(
         "rank",
@@ -144,8 +153,8 @@ def _parser() -> argparse.ArgumentParser:
             "Rank candidate models by transferability scores computed from their features on your labelled target "
             "data. Each MODEL file holds one model's (n, D) features (.npy, .npz, .safetensors, .txt, .csv; "
             "PATH:NAME picks an array from an .npz/.safetensors file); the model is named after the file. For "
-            "--score leep the file holds the source model's (n, C_s) softmax outputs, for --score nce its outputs "
-            "or (n,) hard labels."
+            f"{_reading('source_probabilities')} the file holds the source model's (n, C_s) softmax outputs, for "
+            f"{_reading('source_labels')} its outputs or (n,) hard labels."
         ),
     )
     r.add_argument("models", nargs="+", metavar="MODEL", help="feature file of one candidate model")
@@ -156,7 +165,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=sorted(SCORES),
         help="score to compute (repeat for several columns; rows sorted by the first; default logme)",
     )
-    r.add_argument("--regression", action="store_true", help="labels are real-valued targets (LogME only)")
+    regression = ", ".join(n for n, s in SCORES.items() if s.regression)
+    r.add_argument("--regression", action="store_true", help=f"labels are real-valued targets ({regression})")
     r.add_argument("--key", metavar="NAME", help="array name to read from every .npz/.safetensors file")
     r.add_argument("--json", metavar="PATH", help="also write the ranked table to this JSON file")
     r.add_argument("--force", action="store_true", help="overwrite the --json file if it exists (never an input)")
@@ -189,7 +199,7 @@ def _convert(args) -> int:
 
 
 def _demo(args) -> int:
-    from jaxtransfer.demo import run_demo, run_feature_demo
+    from jaxtransfer.experiments import run_demo, run_feature_demo
 
     out = _output(args)
     table = run_feature_demo(seed=args.seed, probe=not args.no_probe) if args.feature_maps else run_demo()

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtransfer._checks import check_positive_int
 from jaxtransfer._pytree import as_arrays, check_same, is_float
 
 __all__ = ["Criticality", "dotted_path", "module_criticality"]
@@ -101,8 +102,7 @@ def module_criticality(
     check_same(theta_init, theta_final, names=("theta_init", "theta_final"))
     if not (isinstance(eps, int | float | np.number) and np.isfinite(eps) and eps >= 0):
         raise ValueError(f"eps must be a finite number >= 0; got {eps!r}.")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int | np.integer) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer; got {num_samples!r}.")
+    check_positive_int(num_samples, "num_samples")
     if isinstance(chunk, bool) or not isinstance(chunk, int | np.integer) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer; got {chunk!r}.")
     if not isinstance(modules, Mapping) or not modules:

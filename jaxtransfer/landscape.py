@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtransfer._checks import check_positive_int
 from jaxtransfer._pytree import as_arrays, check_finite, check_same, is_float
 
 __all__ = ["Path", "Plane", "barrier", "interpolate", "linear_path", "plane", "random_directions"]
@@ -42,8 +43,7 @@ def _mix(theta_a, theta_b, lam):
 
 
 def _check_chunk(chunk) -> None:
-    if isinstance(chunk, bool) or not isinstance(chunk, int | np.integer) or chunk < 1:
-        raise ValueError(f"chunk must be a positive integer; got {chunk!r}.")
+    check_positive_int(chunk, "chunk")
 
 
 def _finite_losses(losses, shape, what: str) -> np.ndarray:
@@ -110,8 +110,7 @@ def linear_path(
     check_same(theta_a, theta_b, names=("theta_a", "theta_b"))
     _check_chunk(chunk)
     if lams is None:
-        if isinstance(num, bool) or not isinstance(num, int | np.integer) or num < 2:
-            raise ValueError(f"num must be an integer >= 2; got {num!r}.")
+        check_positive_int(num, "num", minimum=2)
         lams = np.linspace(0.0, 1.0, num)
     lams = np.asarray(lams, np.float32)
     if lams.ndim != 1 or lams.size == 0:

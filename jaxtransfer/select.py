@@ -15,24 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from jaxtransfer import score as _score
 from jaxtransfer._files import atomic_write_text
+from jaxtransfer._progress import progress_bar, wants_progress
+from jaxtransfer.score import SCORES, Score
 
 __all__ = ["SCORES", "Ranking", "rank", "weighted_tau"]
-
-SCORES: dict[str, Callable] = {
-    "logme": _score.logme,
-    "leep": _score.leep,
-    "nce": _score.nce,
-    "hscore": _score.hscore,
-    "hscore_regularized": _score.hscore_regularized,
-    "transrate": _score.transrate,
-    "nleep": _score.nleep,
-    "gbc": _score.gbc,
-    "sfda": _score.sfda,
-    "parc": _score.parc,
-}
-_CLASS_ONLY = set(SCORES) - {"logme"}  # every score but LogME needs class labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +86,7 @@ class Ranking:
         return ax
 
 
-def _resolve(score) -> list[tuple[str, Callable]]:
+def _resolve(score) -> list[Score]:
     items = score if isinstance(score, list | tuple) else [score]
     if not items:
         raise ValueError("score must name at least one score.")
@@ -108,12 +95,14 @@ def _resolve(score) -> list[tuple[str, Callable]]:
         if isinstance(s, str):
             if s not in SCORES:
                 raise ValueError(f"unknown score {s!r}; choose from {sorted(SCORES)} or pass a callable.")
-            out.append((s, SCORES[s]))
-        elif callable(s):
-            out.append((getattr(s, "__name__", "score"), s))
+            out.append(SCORES[s])
+        elif isinstance(s, Score):
+            out.append(s)
+        elif callable(s):  # a user's function: it reads what the user passes, unchanged
+            out.append(Score(getattr(s, "__name__", "score"), s, regression=True))
         else:
             raise TypeError(f"score must be a name or a callable; got {type(s).__name__}.")
-    names = [n for n, _ in out]
+    names = [s.name for s in out]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate score names {names}.")
     return out
@@ -147,32 +136,28 @@ def rank(
     if not isinstance(features_by_model, Mapping) or not features_by_model:
         raise ValueError("features_by_model must be a non-empty dict of model name -> features.")
     scorers = _resolve(score)
-    if score_kwargs.get("regression") and any(n in _CLASS_ONLY for n, _ in scorers):
-        raise ValueError(f"only logme supports regression=True; got scores {[n for n, _ in scorers]}.")
+    if score_kwargs.get("regression"):
+        classification_only = [s.name for s in scorers if not s.regression]
+        if classification_only:
+            regression = [n for n, s in SCORES.items() if s.regression]
+            raise ValueError(
+                f"regression=True: the scores {classification_only} take class labels only (regression: {regression})."
+            )
     names = list(features_by_model)
-    it = names
-    if progress or (progress is None and len(names) > 5):
-        try:
-            from tqdm.auto import tqdm
-
-            it = tqdm(names, desc="scoring models", unit="model")
-        except ImportError:
-            pass
-    values = {n: [] for n, _ in scorers}
-    seconds = {n: [] for n, _ in scorers}
+    it = progress_bar(names, enabled=wants_progress(progress, len(names)), desc="scoring models", unit="model")
+    values = {s.name: [] for s in scorers}
+    seconds = {s.name: [] for s in scorers}
     for model in it:
-        for name, fn in scorers:
-            x = features_by_model[model]
-            if name == "nce" and np.ndim(x) == 2:
-                x = np.argmax(np.asarray(x), axis=1)
+        for s in scorers:
+            x = s.argument(features_by_model[model])
             start = time.perf_counter()
             try:
-                v = float(fn(x, labels, **score_kwargs))
+                v = float(s(x, labels, **score_kwargs))
             except (TypeError, ValueError) as err:
-                raise type(err)(f"model {model!r}, score {name!r}: {err}") from err
-            seconds[name].append(time.perf_counter() - start)
-            values[name].append(v)
-    primary = scorers[0][0]
+                raise type(err)(f"model {model!r}, score {s.name!r}: {err}") from err
+            seconds[s.name].append(time.perf_counter() - start)
+            values[s.name].append(v)
+    primary = scorers[0].name
     order = sorted(range(len(names)), key=lambda i: -values[primary][i])
     return Ranking(
         models=tuple(names[i] for i in order),

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtransfer import _checks
 from jaxtransfer._pytree import as_arrays, check_same, is_float
-from jaxtransfer.score import _checks
 
 __all__ = ["cka", "minibatch_cka", "param_distance"]
 

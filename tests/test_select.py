@@ -74,7 +74,7 @@ def test_rank_errors_name_the_model():
         rank(_zoo()[0], y, score="logmee")
     with pytest.raises(ValueError, match="non-empty dict"):
         rank({}, y)
-    with pytest.raises(ValueError, match="only logme supports regression"):
+    with pytest.raises(ValueError, match=r"the scores \[.hscore.\] take class labels only"):
         rank(_zoo()[0], y.astype(float), score=["logme", "hscore"], regression=True)
 
 

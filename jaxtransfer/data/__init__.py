@@ -1,8 +1,13 @@
-"""Real datasets shipped inside installed packages (nothing is downloaded), splits, and batched feature extraction."""
+"""Real datasets shipped inside installed packages (nothing is downloaded) and splits; numpy only (no Flax).
+
+Feature extraction needs a model, so it lives in :mod:`jaxtransfer.models` (``jaxtransfer.data.extract_features``
+still works, loading it on first use).
+"""
+
+import importlib as _importlib
 
 from jaxtransfer.data.dataset import Dataset, stratified_split
 from jaxtransfer.data.digits import digits_transfer, load_digits
-from jaxtransfer.data.extract import extract_features
 from jaxtransfer.data.images import digits, efficientnet_preprocess, mnist_5k
 from jaxtransfer.data.text import bbc_news, twitter_sentiment
 
@@ -14,6 +19,12 @@ def load_dataset(name: str, **kwargs) -> Dataset:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; available: {sorted(DATASETS)}.")
     return DATASETS[name](**kwargs)
+
+
+def __getattr__(name: str):
+    if name == "extract_features":  # old path, kept as an alias (it imports Flax)
+        return _importlib.import_module("jaxtransfer.models").extract_features
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

@@ -1,5 +1,6 @@
 """NNX models: small reference models (MLP, residual CNN, tiny ViT), real pre-trained backbones, checkpoints."""
 
+from jaxtransfer.models._extract import extract_features
 from jaxtransfer.models.checkpoint import restore_model, save_model
 from jaxtransfer.models.cnn import CNN
 from jaxtransfer.models.efficientnet import EFFICIENTNET_LITE, DepthwiseConv, EfficientNetLite, LiteConfig
@@ -28,6 +29,7 @@ __all__ = [
     "TinyViT",
     "cache_dir",
     "convert_efficientnet_lite",
+    "extract_features",
     "load",
     "mean_pool",
     "minilm_tokenizer",

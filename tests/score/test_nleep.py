@@ -3,7 +3,7 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from jaxtransfer.score import gaussian_mixture_posteriors, leep, nleep
-from jaxtransfer.score.nleep import em_posteriors
+from jaxtransfer.score._nleep import em_posteriors
 from tests.score._data import classification
 
 

@@ -51,7 +51,7 @@ def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def _as_array(x, name: str):
+def as_array(x, name: str):
     """Returns ``x`` as a jax or numpy array of real numbers, without copying a jax array."""
     if isinstance(x, jax.Array):
         arr = x
@@ -84,7 +84,7 @@ def check_features(features, name: str = "features", *, min_samples: int = 2) ->
         TypeError: if the array does not hold real numbers.
         ValueError: if it is not 2-D, has fewer than ``min_samples`` rows or no column, or holds NaN/Inf.
     """
-    arr = _as_array(features, name)
+    arr = as_array(features, name)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array of shape (n, D) (one row per sample); got shape {arr.shape}.")
     n, d = arr.shape
@@ -122,7 +122,7 @@ def check_class_labels(
         ValueError: on a wrong shape, a length different from ``n``, negative ids, ids >= ``num_classes``,
             a class without samples, or fewer than ``min_classes`` classes.
     """
-    arr = _as_array(labels, name)
+    arr = as_array(labels, name)
     if not jnp.issubdtype(arr.dtype, jnp.integer):
         raise TypeError(
             f"{name} must be integer class ids; got dtype {arr.dtype}. For real-valued targets pass "
@@ -188,7 +188,7 @@ def check_targets(targets, n: int, *, reject_zero: bool = True) -> jax.Array:
         ValueError: on a wrong shape or length, NaN/Inf, or (if ``reject_zero``) a target column that is
             identically zero (its evidence is unbounded; a chunk of a stream may have one).
     """
-    arr = _as_array(targets, "targets")
+    arr = as_array(targets, "targets")
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:
@@ -209,6 +209,14 @@ def check_targets(targets, n: int, *, reject_zero: bool = True) -> jax.Array:
     return out
 
 
+def check_positive_int(value, name: str, *, minimum: int = 1) -> int:
+    """``value`` as an int if it is an integer (not a bool) >= ``minimum``; else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {kind}; got {value!r}.")
+    return int(value)
+
+
 def check_flag(value, name: str) -> bool:
     """A boolean option: ``True``/``False`` (or a NumPy bool), never a string or a number that merely looks true."""
     if not isinstance(value, bool | np.bool_):
@@ -223,8 +231,7 @@ def check_method(method: str) -> str:
 
 
 def check_iteration(tol: float, max_iter: int) -> None:
-    if not (isinstance(max_iter, int | np.integer) and max_iter >= 1):
-        raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}.")
+    check_positive_int(max_iter, "max_iter")
     if isinstance(tol, bool) or not (isinstance(tol, int | float | np.number) and np.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be a positive finite number; got {tol!r}.")
 

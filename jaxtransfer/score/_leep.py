@@ -7,13 +7,14 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxtransfer.score import _checks
+from jaxtransfer import _checks
+from jaxtransfer.score._registry import register_score
 
 __all__ = ["leep"]
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes",))
-def _leep(probs: jax.Array, labels: jax.Array, *, num_classes: int) -> jax.Array:
+def leep_core(probs: jax.Array, labels: jax.Array, *, num_classes: int) -> jax.Array:
     n = probs.shape[0]
     joint = jax.ops.segment_sum(probs, labels, num_segments=num_classes) / n  # (C, C_s): P(y, z)
     marginal = jnp.sum(joint, axis=0)  # (C_s,): P(z)
@@ -23,6 +24,7 @@ def _leep(probs: jax.Array, labels: jax.Array, *, num_classes: int) -> jax.Array
     return jnp.mean(jnp.log(eep))
 
 
+@register_score(input="source_probabilities", reference="Nguyen, Hassner, Seeger and Archambeau, ICML 2020")
 def leep(source_probs, labels, *, num_classes: int | None = None) -> jax.Array:
     """LEEP score of a source classifier on target data (higher = better transfer).
 
@@ -47,6 +49,6 @@ def leep(source_probs, labels, *, num_classes: int | None = None) -> jax.Array:
         ValueError, TypeError: bad shapes, NaN/Inf, negative probabilities, rows not summing to 1 (logits),
             bad labels (see :func:`jaxtransfer.logme`).
     """
-    lab, c = _checks.check_class_labels(labels, _checks._as_array(labels, "labels").shape[0], num_classes)
+    lab, c = _checks.check_class_labels(labels, _checks.as_array(labels, "labels").shape[0], num_classes)
     probs = _checks.check_probabilities(source_probs, lab.shape[0])
-    return _leep(probs, lab, num_classes=c)
+    return leep_core(probs, lab, num_classes=c)

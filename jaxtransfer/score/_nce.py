@@ -7,7 +7,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxtransfer.score import _checks
+from jaxtransfer import _checks
+from jaxtransfer.score._registry import register_score
 
 __all__ = ["nce"]
 
@@ -23,6 +24,7 @@ def _nce(source_labels, labels, *, num_classes, num_source_classes):
     return jnp.sum(joint * jnp.log(ratio))  # sum P(y, z) log P(y | z), 0 log 0 = 0
 
 
+@register_score(input="source_labels", reference="Tran, Nguyen and Hassner, ICCV 2019")
 def nce(source_labels, labels, *, num_classes: int | None = None, num_source_classes: int | None = None) -> jax.Array:
     """NCE = -H(Y | Z) = sum_{y, z} P(y, z) log P(y | z), from the empirical joint of source and target labels.
 
@@ -35,7 +37,7 @@ def nce(source_labels, labels, *, num_classes: int | None = None, num_source_cla
     Returns:
         Scalar score <= 0 (0: the source labels determine the target labels). Higher = better transfer.
     """
-    lab, c = _checks.check_class_labels(labels, _checks._as_array(labels, "labels").shape[0], num_classes)
+    lab, c = _checks.check_class_labels(labels, _checks.as_array(labels, "labels").shape[0], num_classes)
     src, cs = _checks.check_class_labels(
         source_labels,
         lab.shape[0],

@@ -7,8 +7,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxtransfer.score import _checks
+from jaxtransfer import _checks
 from jaxtransfer.score._linalg import class_means, pca
+from jaxtransfer.score._registry import register_score
 
 __all__ = ["gbc"]
 
@@ -30,6 +31,7 @@ def _gbc(f, labels, *, num_classes, pca_dim, spherical):
     return -jnp.sum(coeff)
 
 
+@register_score(reference="Pandy et al., CVPR 2022")
 def gbc(
     features, labels, *, pca_dim: int | None = 64, gaussian: str = "diagonal", num_classes: int | None = None
 ) -> jax.Array:

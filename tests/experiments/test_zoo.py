@@ -7,9 +7,10 @@ from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxtransfer.benchmark import model_selection, summary_table
+from jaxtransfer.experiments import model_selection, summary_table
 from jaxtransfer.data.variants import add_noise, block_shuffle, class_subset, invert, resize, rotate
-from jaxtransfer.data.zoo import SOURCE_TASKS, Candidate, ZooModel, _pools, build_zoo, source_task, target_task
+from jaxtransfer.experiments import SOURCE_TASKS, Candidate, ZooModel, build_zoo, source_task, target_task
+from jaxtransfer.experiments._zoo import _pools
 
 IMAGES = np.random.default_rng(0).uniform(size=(5, 8, 8, 1)).astype(np.float32)
 
@@ -106,7 +107,7 @@ def test_model_selection_report_on_a_small_zoo(tmp_path):
 def test_candidate_transform_is_applied():
     model = ZooModel("m", "mlp", (4,), "digits", 0).build(3)
     cand = Candidate("m", model, transform=lambda b: b[:, :8, :8])
-    from jaxtransfer.benchmark import score_features
+    from jaxtransfer.experiments import score_features
 
     out = score_features(cand, np.random.default_rng(0).uniform(size=(12, 28, 28, 1)), np.arange(12) % 3,
                          scores=("logme",))  # fmt: skip
@@ -114,7 +115,7 @@ def test_candidate_transform_is_applied():
 
 
 def test_agreement_leaves_out_the_models_a_score_failed_on():
-    from jaxtransfer.benchmark import _agreement
+    from jaxtransfer.experiments._benchmark import _agreement
     from jaxtransfer.select import weighted_tau
 
     truth = {"a": 0.9, "b": 0.8, "c": 0.5, "d": 0.7}

@@ -7,8 +7,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxtransfer.score import _checks
+from jaxtransfer import _checks
 from jaxtransfer.score._linalg import class_counts
+from jaxtransfer.score._registry import register_score
 
 __all__ = ["transrate"]
 
@@ -36,6 +37,7 @@ def _transrate(f, labels, eps, *, num_classes):
     return _coding_rate(jnp.matmul(z.T, z, precision=_HI), n, eps) - jnp.sum(counts / n * per_class)
 
 
+@register_score(reference="Huang et al., ICML 2022")
 def transrate(features, labels, *, eps: float = 1e-4, num_classes: int | None = None) -> jax.Array:
     """TransRate = R(Z) - sum_y (n_y / n) R(Z_y), the mutual information between features and labels
     estimated by coding rates, with Z the centred features (n, D), Z_y the rows of class y and

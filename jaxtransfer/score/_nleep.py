@@ -9,9 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtransfer.score import _checks
+from jaxtransfer import _checks
+from jaxtransfer.score._leep import leep_core
 from jaxtransfer.score._linalg import components_for_variance, pca
-from jaxtransfer.score.leep import _leep
+from jaxtransfer.score._registry import register_score
 
 __all__ = ["gaussian_mixture_posteriors", "nleep"]
 
@@ -113,6 +114,7 @@ def gaussian_mixture_posteriors(features, num_components: int, *, tol: float = 1
     return _fit_posteriors(z, jnp.asarray(tol, z.dtype), num_components=num_components, max_iter=max_iter)
 
 
+@register_score(reference="Li et al., CVPR 2021")
 def nleep(
     features,
     labels,
@@ -155,4 +157,4 @@ def nleep(
             f"NLEEP's Gaussian mixture ({m} components, {z.shape[1]} principal axes, {z.shape[0]} samples) became "
             "singular; pass float64 features or fewer components_per_class."
         )
-    return _leep(probs, lab, num_classes=c)
+    return leep_core(probs, lab, num_classes=c)

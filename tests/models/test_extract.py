@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxtransfer.data import extract_features
+from jaxtransfer.models import extract_features
 from jaxtransfer.models import CNN, MLP
 
 X = np.asarray(jax.random.normal(jax.random.key(0), (23, 8, 8, 1)))

@@ -24,10 +24,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtransfer.score import _checks
+from jaxtransfer import _checks
 from jaxtransfer.score._evidence import LogMEEvidence, check_result
 from jaxtransfer.score._logme_naive import naive_evidence
 from jaxtransfer.score._logme_optimized import optimized_evidence
+from jaxtransfer.score._registry import register_score
+from jaxtransfer.score._stats import logme_from_stats
 from jaxtransfer.score._targets import Dense, OneHot
 
 __all__ = ["LogME", "LogMEEvidence", "logme", "logme_evidence"]
@@ -104,6 +106,7 @@ def logme_evidence(
     return result
 
 
+@register_score(regression=True, from_stats=logme_from_stats, reference="You, Liu, Wang and Long, ICML 2021")
 def logme(
     features,
     labels,

@@ -1,6 +1,6 @@
-"""LogME across devices (samples sharded over a mesh axis) and for many models at once.
+"""LogME across devices: the samples sharded over a mesh axis.
 
-Sharded: each device forms the centred moments of its own rows (as ``jaxtransfer.score.stats``), ``lax.psum``
+Sharded: each device forms the centred moments of its own rows (as :func:`jaxtransfer.logme_stats`), ``lax.psum``
 inside ``jax.shard_map`` adds them up (one all-reduce for the means, one of D^2 + D K + 2 K numbers for the centred
 moments), and the score follows: the same score as on one device. The inputs are placed on the mesh with
 ``jax.device_put(x, NamedSharding(mesh, P(axis)))`` before the call (we pick explicit placement over
@@ -15,21 +15,18 @@ over ``jax.devices()`` (all hosts) and pass each host's rows as a global array, 
 from __future__ import annotations
 
 import functools
-import warnings
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxtransfer.score import _checks
+from jaxtransfer import _checks
 from jaxtransfer.score._evidence import check_result
-from jaxtransfer.score._logme_optimized import moments_evidence, optimized_evidence
+from jaxtransfer.score._logme_optimized import moments_evidence
 from jaxtransfer.score._targets import Dense, OneHot
 
-__all__ = ["logme_many", "logme_sharded"]
+__all__ = ["logme_sharded"]
 
 _HI = jax.lax.Precision.HIGHEST
 
@@ -117,66 +114,3 @@ def logme_sharded(
     )
     check_result(result, max_iter, "optimized")
     return jnp.mean(result.evidence)
-
-
-@functools.partial(jax.jit, static_argnames=("num_classes", "max_iter"))
-def _many(stacked, y, tol, *, num_classes, max_iter):
-    targets = Dense(y) if num_classes is None else OneHot(y, num_classes)
-    one = functools.partial(optimized_evidence, targets=targets, tol=tol, max_iter=max_iter)
-    res = jax.vmap(one)(stacked)
-    return res.evidence, res.converged
-
-
-def logme_many(
-    features: Sequence,
-    labels,
-    *,
-    regression: bool = False,
-    num_classes: int | None = None,
-    tol: float = 1e-3,
-    max_iter: int = 100,
-) -> jax.Array:
-    """LogME of many models' features on the same labels.
-
-    Models with the same feature width D are stacked and scored together under ``jax.vmap`` (one compilation per
-    distinct D); the groups run back to back. A second call with the same widths does not recompile.
-
-    Args:
-        features: a sequence of (n, D_m) feature matrices, one per model, all with the same n.
-        labels: as :func:`jaxtransfer.logme`.
-
-    Returns:
-        (M,) scores in the order of ``features``.
-    """
-    if isinstance(features, np.ndarray | jax.Array) or not isinstance(features, Sequence) or not features:
-        raise TypeError("features must be a non-empty list of (n, D) arrays, one per model.")
-    checked = [_checks.check_features(f, f"features[{i}]") for i, f in enumerate(features)]
-    # LogME is invariant to the feature scale: an exact power-of-two rescaling keeps every Gram matrix in range.
-    checked = [_checks.power_of_two_rescale(f)[0] for f in checked]
-    n = checked[0].shape[0]
-    for i, f in enumerate(checked):
-        if f.shape[0] != n:
-            raise ValueError(f"features[{i}] has {f.shape[0]} samples but features[0] has {n}.")
-    _, y, c = _checks.check_logme_inputs(checked[0], labels, regression, num_classes, tol, max_iter, "optimized")
-    dtype = np.result_type(*(f.dtype for f in checked))
-    by_width: dict[int, list[int]] = {}
-    for i, f in enumerate(checked):
-        by_width.setdefault(f.shape[1], []).append(i)
-    scores = [None] * len(checked)
-    for idx in by_width.values():
-        stacked = jnp.stack([checked[i].astype(dtype) for i in idx])
-        ev, converged = _many(stacked, y, jnp.asarray(tol, dtype), num_classes=c, max_iter=max_iter)
-        bad = np.flatnonzero(~np.isfinite(np.asarray(ev)).all(axis=1))
-        if bad.size:
-            raise FloatingPointError(f"LogME of model(s) {[idx[b] for b in bad]} is not finite.")
-        stuck = np.flatnonzero(~np.asarray(converged).all(axis=1))
-        if stuck.size:
-            warnings.warn(
-                f"LogME of model(s) {[idx[b] for b in stuck]}: some targets did not converge in max_iter={max_iter} "
-                "iterations; raise max_iter.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        for j, i in enumerate(idx):
-            scores[i] = jnp.mean(ev[j])
-    return jnp.stack(scores)

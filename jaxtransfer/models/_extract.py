@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxtransfer._progress import progress_bar
+
 __all__ = ["extract_features"]
 
 
@@ -63,14 +65,7 @@ def extract_features(
     run = jax.jit(apply) if jit else apply
     batch_size = min(batch_size, n)
     chunks = []
-    starts = range(0, n, batch_size)
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="features", unit="batch")
-        except ImportError:
-            pass
+    starts = progress_bar(range(0, n, batch_size), enabled=progress, desc="features", unit="batch")
     for start in starts:
         batch = np.asarray(x[start : start + batch_size])
         size = len(batch)

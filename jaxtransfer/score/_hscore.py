@@ -7,8 +7,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxtransfer.score import _checks
+from jaxtransfer import _checks
 from jaxtransfer.score._linalg import class_means, covariance
+from jaxtransfer.score._registry import register_score
 
 __all__ = ["hscore", "hscore_regularized", "ledoit_wolf_shrinkage"]
 
@@ -71,6 +72,7 @@ def _hscore_regularized(f, labels, *, num_classes):
     return jnp.trace(jnp.linalg.solve(shrunk, between))
 
 
+@register_score(reference="Bao et al., ICIP 2019")
 def hscore(features, labels, *, num_classes: int | None = None) -> jax.Array:
     """H-score: tr(cov(f)^+ cov(E[f | y])), how well a linear classifier can separate the classes.
 
@@ -85,6 +87,7 @@ def hscore(features, labels, *, num_classes: int | None = None) -> jax.Array:
     return _checks.finite_result(_hscore(f, lab, num_classes=c), "hscore")
 
 
+@register_score(reference="Ibrahim, Ponomareva and Mazumder, ICLR 2022")
 def hscore_regularized(features, labels, *, num_classes: int | None = None) -> jax.Array:
     """Shrinkage H-score: tr(cov_a(f)^-1 (1 - a) cov(E[f | y])), cov_a the Ledoit-Wolf shrunk covariance.
 

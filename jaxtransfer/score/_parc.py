@@ -8,8 +8,9 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.stats import rankdata
 
-from jaxtransfer.score import _checks
+from jaxtransfer import _checks
 from jaxtransfer.score._linalg import pca
+from jaxtransfer.score._registry import register_score
 
 __all__ = ["parc"]
 
@@ -50,6 +51,7 @@ def _parc(f, labels, *, num_classes, pca_dim):
     return 100 * _pearson(rankdata(feature_dissimilarity), rankdata(label_dissimilarity))
 
 
+@register_score(reference="Bolya, Mittapalli and Hoffman, NeurIPS 2021")
 def parc(features, labels, *, pca_dim: int | None = 32, num_classes: int | None = None) -> jax.Array:
     """PARC = 100 * Spearman(upper triangle of 1 - corr(F), upper triangle of 1 - corr(Y)).
 

@@ -7,8 +7,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxtransfer.score import _checks
+from jaxtransfer import _checks
 from jaxtransfer.score._linalg import class_counts, class_means
+from jaxtransfer.score._registry import register_score
 
 __all__ = ["sfda"]
 
@@ -64,6 +65,7 @@ def _sfda(x, labels, *, num_classes):
     return jnp.mean(probs2[jnp.arange(x.shape[0]), labels])
 
 
+@register_score(reference="Shao et al., ECCV 2022")
 def sfda(features, labels, *, num_classes: int | None = None) -> jax.Array:
     """SFDA score: mean probability of the true class under regularised FDA after self-challenging mixing.
 

@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtransfer.score import _checks
+from jaxtransfer import _checks
+from jaxtransfer._progress import progress_bar
 from jaxtransfer.score._evidence import LogMEEvidence, check_result
 from jaxtransfer.score._logme_optimized import moments_evidence
 from jaxtransfer.score._targets import Dense, OneHot
@@ -269,14 +270,7 @@ def logme_streaming(
     """
     if not _checks.check_flag(regression, "regression") and num_classes is None:
         raise ValueError("num_classes is required for streaming classification: a chunk may miss classes.")
-    it = iter(batches)
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-
-            it = tqdm(it, total=total, desc="LogME statistics", unit="chunk")
-        except ImportError:
-            pass
+    it = progress_bar(iter(batches), enabled=progress, desc="LogME statistics", unit="chunk", total=total)
     acc = None
     for i, chunk in enumerate(it):
         try:

@@ -1,0 +1,46 @@
+"""Experiments: the model zoo pre-trained here, the model-selection benchmark, and the demo (Flax; not array core).
+
+``build_zoo`` pre-trains and caches a zoo on real source tasks, ``model_selection`` fine-tunes every zoo model on
+real targets and measures how well every registered score predicted the fine-tuned accuracies, and ``run_demo``
+(``jaxtransfer demo``) runs both at CI size.
+"""
+
+from jaxtransfer.experiments._benchmark import (
+    ALL_SCORES,
+    finetune_accuracy,
+    model_selection,
+    score_features,
+    summary_table,
+)
+from jaxtransfer.experiments._demo import digits_feature_maps, run_demo, run_feature_demo
+from jaxtransfer.experiments._zoo import (
+    CI_ZOO,
+    FULL_ZOO,
+    SOURCE_TASKS,
+    TARGET_TASKS,
+    Candidate,
+    ZooModel,
+    build_zoo,
+    source_task,
+    target_task,
+)
+
+__all__ = [
+    "ALL_SCORES",
+    "CI_ZOO",
+    "FULL_ZOO",
+    "SOURCE_TASKS",
+    "TARGET_TASKS",
+    "Candidate",
+    "ZooModel",
+    "build_zoo",
+    "digits_feature_maps",
+    "finetune_accuracy",
+    "model_selection",
+    "run_demo",
+    "run_feature_demo",
+    "score_features",
+    "source_task",
+    "summary_table",
+    "target_task",
+]

@@ -1,0 +1,243 @@
+"""The LogME paper's headline experiment for any zoo: fine-tune every model on every target (the ground truth),
+score every model with every transferability score, and measure how well each score predicts the ground truth.
+
+For each target task and each candidate:
+
+- ground truth: fine-tune the whole model with a new head for each learning rate of a small grid and keep the best
+  validation accuracy (as the paper does; the test accuracy of that run is recorded too), with its wall-clock cost;
+- scores: the frozen model's features (and its source head's softmax outputs, for LEEP and NCE) on the target's
+  training split, then every score, each timed.
+
+Per target and score: the weighted Kendall tau against the ground truth (``weighted_tau``), whether the top-scored
+model is a best fine-tuned one (top-1 hit), the ground-truth accuracy of the pick relative to the best, and the
+speed-up of scoring (features + score) over fine-tuning.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import numpy as np
+
+from jaxtransfer.data.dataset import Dataset
+from jaxtransfer.experiments._zoo import Candidate
+from jaxtransfer.models import extract_features
+from jaxtransfer.score import SCORES
+from jaxtransfer.select import weighted_tau
+
+__all__ = ["ALL_SCORES", "finetune_accuracy", "model_selection", "score_features", "summary_table"]
+
+ALL_SCORES = tuple(name for name, s in SCORES.items() if s.classification)  # every registered class score
+
+
+def _inputs(candidate: Candidate, x: np.ndarray) -> np.ndarray:
+    return np.asarray(candidate.transform(x)) if candidate.transform is not None else np.asarray(x)
+
+
+def score_features(
+    candidate: Candidate, x: np.ndarray, labels: np.ndarray, *, scores: Sequence[str] = ALL_SCORES, batch_size=256
+) -> dict:
+    """Every score of one candidate on labelled target data.
+
+    Returns:
+        ``{"scores": {name: value}, "seconds": {name: s}, "extract_seconds": s, "dim": D, "errors": {name: msg}}``;
+        the extraction (one batched, jitted pass giving the features and the source head's softmax) is timed once.
+        A score that raises on this model is NaN in ``scores`` and its message is in ``errors``.
+    """
+    unknown = [s for s in scores if s not in SCORES]
+    if unknown:
+        raise ValueError(f"unknown scores {unknown}; choose from {sorted(SCORES)}.")
+    started = time.perf_counter()
+    out = extract_features(
+        candidate.model,
+        _inputs(candidate, x),
+        fn=lambda m, b: {"features": m.features(b), "probs": jax.nn.softmax(m(b), axis=-1)},
+        batch_size=batch_size,
+        progress=False,
+    )
+    extract_seconds = time.perf_counter() - started
+    values, seconds, errors = {}, {}, {}
+    for name in scores:
+        arg = SCORES[name].pick(features=out["features"], source_probabilities=out["probs"])
+        started = time.perf_counter()
+        try:
+            values[name] = float(SCORES[name](arg, labels))
+        except (ValueError, FloatingPointError) as err:  # one score failing on one model does not end the run
+            values[name], errors[name] = float("nan"), f"{type(err).__name__}: {err}"
+        seconds[name] = time.perf_counter() - started
+    return {"scores": values, "seconds": seconds, "extract_seconds": extract_seconds, "dim": out["features"].shape[1],
+            "errors": errors}  # fmt: skip
+
+
+def finetune_accuracy(
+    candidate: Candidate,
+    target: Dataset,
+    *,
+    learning_rates: Sequence[float] = (1e-3, 3e-3),
+    epochs: int = 10,
+    batch_size: int = 32,
+    seed: int = 0,
+    freeze_batch_norm: bool = True,
+) -> dict:
+    """The ground truth for one candidate: full fine-tuning with a new head, best validation accuracy over the grid.
+
+    BatchNorm layers keep their pre-trained statistics (``freeze_batch_norm``, see ``finetune``): with a few
+    hundred target images, adapting them gave ImageNet backbones a much worse (and unrepresentative) accuracy.
+
+    Returns:
+        ``{"accuracy": best val accuracy, "test_accuracy": test accuracy of that run, "learning_rate": its lr,
+        "grid": {lr: val accuracy}, "seconds": wall time of all runs}``.
+    """
+    import optax
+    from flax import nnx
+
+    from jaxtransfer.finetune import evaluate, finetune
+
+    x_tr, y_tr = target.part("train")
+    x_va, y_va = target.part("val")
+    x_te, y_te = target.part("test")
+    x_tr, x_va, x_te = (_inputs(candidate, a) for a in (x_tr, x_va, x_te))
+    started = time.perf_counter()
+    grid, best = {}, None
+    for lr in learning_rates:
+        model = nnx.clone(candidate.model)
+        model.eval()
+        dim = model.features(x_tr[:1]).shape[-1]
+        model.head = nnx.Linear(dim, target.num_classes, rngs=nnx.Rngs(seed))
+        trained, _ = finetune(model, (x_tr, y_tr), strategy="full", optimizer=optax.adam(lr), epochs=epochs,
+                              batch_size=batch_size, seed=seed, progress=False,
+                              freeze_batch_norm=freeze_batch_norm)  # fmt: skip
+        acc = evaluate(trained, (x_va, y_va))["accuracy"]
+        grid[float(lr)] = acc
+        if best is None or acc > best[0]:
+            best = (acc, float(lr), trained)
+    test = evaluate(best[2], (x_te, y_te))["accuracy"]
+    seconds = time.perf_counter() - started
+    return {"accuracy": best[0], "test_accuracy": test, "learning_rate": best[1], "grid": grid, "seconds": seconds}
+
+
+def _agreement(scores: Mapping[str, float], truth: Mapping[str, float]) -> dict:
+    """tau_w, pick, top-1 and relative accuracy over the models the score could rate (NaN: it failed on them)."""
+    failed = sorted(n for n, v in scores.items() if not np.isfinite(v))
+    rated = {n: v for n, v in scores.items() if np.isfinite(v)}
+    if len(rated) < 2:
+        nan = float("nan")
+        return {"weighted_tau": nan, "pick": None, "top1": False, "relative_accuracy": nan, "failed": failed}
+    pick = max(rated, key=rated.get)
+    best = max(truth.values())
+    return {
+        "weighted_tau": weighted_tau(rated, {n: truth[n] for n in rated}),
+        "pick": pick,
+        "top1": bool(truth[pick] >= best),
+        "relative_accuracy": truth[pick] / best,
+        "failed": failed,
+    }
+
+
+def model_selection(
+    candidates: Sequence[Candidate],
+    targets: Mapping[str, Dataset],
+    *,
+    scores: Sequence[str] = ALL_SCORES,
+    learning_rates: Sequence[float] = (1e-3, 3e-3),
+    epochs: int = 10,
+    batch_size: int = 32,
+    seed: int = 0,
+    freeze_batch_norm: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> dict:
+    """Runs the whole experiment (see the module docstring) and returns a JSON-ready report.
+
+    Returns:
+        ``{"targets": {target: {"candidates": {name: {"ground_truth": ..., "scores": ..., "seconds": ...,
+        "extract_seconds": ..., "dim": ...}}, "agreement": {score: {"weighted_tau", "pick", "top1",
+        "relative_accuracy"}}, "finetune_seconds": total, "score_seconds": {score: features + score total},
+        "speedup": {score: finetune / score seconds}}}, "summary": {score: means over targets}}``.
+    """
+    if len(candidates) < 2:
+        raise ValueError("model selection needs at least 2 candidates.")
+    report: dict = {"targets": {}, "config": {"scores": list(scores), "learning_rates": list(learning_rates),
+                                             "epochs": epochs, "batch_size": batch_size, "seed": seed,
+                                             "freeze_batch_norm": freeze_batch_norm}}  # fmt: skip
+    for tname, target in targets.items():
+        x_tr, y_tr = target.part("train")
+        rows = {}
+        for cand in candidates:
+            row = score_features(cand, x_tr, y_tr, scores=scores)
+            row["ground_truth"] = finetune_accuracy(
+                cand,
+                target,
+                learning_rates=learning_rates,
+                epochs=epochs,
+                batch_size=batch_size,
+                seed=seed,
+                freeze_batch_norm=freeze_batch_norm,
+            )
+            rows[cand.name] = row
+            if echo is not None:
+                gt = row["ground_truth"]
+                echo(f"[{tname}] {cand.name:<22} fine-tuned {gt['accuracy']:.4f} in {gt['seconds']:.1f} s; "
+                     f"LogME {row['scores'].get('logme', float('nan')):.4f}")  # fmt: skip
+        truth = {n: r["ground_truth"]["accuracy"] for n, r in rows.items()}
+        ft_seconds = sum(r["ground_truth"]["seconds"] for r in rows.values())
+        agreement, score_seconds, speedup = {}, {}, {}
+        for s in scores:
+            agreement[s] = _agreement({n: r["scores"][s] for n, r in rows.items()}, truth)
+            score_seconds[s] = sum(r["extract_seconds"] + r["seconds"][s] for r in rows.values())
+            speedup[s] = ft_seconds / score_seconds[s]
+        report["targets"][tname] = {
+            "n_train": len(y_tr),
+            "num_classes": target.num_classes,
+            "candidates": rows,
+            "agreement": agreement,
+            "finetune_seconds": ft_seconds,
+            "score_seconds": score_seconds,
+            "speedup": speedup,
+        }
+    per = report["targets"].values()
+    report["summary"] = {
+        s: {
+            "mean_weighted_tau": float(np.nanmean([t["agreement"][s]["weighted_tau"] for t in per])),
+            "top1_hits": int(sum(t["agreement"][s]["top1"] for t in per)),
+            "mean_relative_accuracy": float(np.nanmean([t["agreement"][s]["relative_accuracy"] for t in per])),
+            "speedup": float(sum(t["finetune_seconds"] for t in per) / sum(t["score_seconds"][s] for t in per)),
+        }
+        for s in scores
+    }
+    return report
+
+
+def summary_table(report: dict) -> str:
+    """The report as text: per target, the LogME ranking next to the fine-tuned accuracy; then tau_w per score."""
+    lines = []
+    scores = report["config"]["scores"]
+    for tname, t in report["targets"].items():
+        rows = t["candidates"]
+        primary = "logme" if "logme" in scores else scores[0]
+        order = sorted(rows, key=lambda n: -rows[n]["scores"][primary])
+        truth_rank = {n: i + 1 for i, n in enumerate(sorted(rows, key=lambda n: -rows[n]["ground_truth"]["accuracy"]))}
+        lines.append(f"== target {tname}: {t['n_train']} training images, {t['num_classes']} classes ==")
+        lines.append(f"{'rank':>4}  {'model':<22}{primary:>9}{'fine-tuned':>12}{'(rank)':>7}")
+        for i, n in enumerate(order, 1):
+            gt = rows[n]["ground_truth"]["accuracy"]
+            lines.append(f"{i:>4}  {n:<22}{rows[n]['scores'][primary]:>9.4f}{gt:>12.4f}{truth_rank[n]:>7}")
+        lines.append("")
+    width = max(12, *(len(t) + 8 for t in report["targets"]))
+    header = f"{'score':<12}" + "".join(f"{'tau_w ' + t:>{width}}" for t in report["targets"])
+    header += f"{'mean tau_w':>12}{'top-1':>7}{'speed-up':>10}"
+    lines.append(header)
+    n_targets = len(report["targets"])
+    for s in sorted(scores, key=lambda s: -report["summary"][s]["mean_weighted_tau"]):
+        row = f"{s:<12}" + "".join(
+            f"{t['agreement'][s]['weighted_tau']:>{width}.3f}" for t in report["targets"].values()
+        )
+        summ = report["summary"][s]
+        row += f"{summ['mean_weighted_tau']:>12.3f}{summ['top1_hits']:>5}/{n_targets}{summ['speedup']:>9.0f}x"
+        lines.append(row)
+    for tname, t in report["targets"].items():
+        for s in scores:
+            if t["agreement"][s]["failed"]:
+                lines.append(f"({s} failed on {t['agreement'][s]['failed']} for {tname}: tau_w over the others)")
+    return "\n".join(lines)
