@@ -42,10 +42,12 @@ def pca(features: jax.Array, k: int) -> jax.Array:
     return jnp.matmul(c, top * sign[None, :], precision=_HI)
 
 
-def components_for_variance(features, fraction: float) -> int:
-    """The smallest number of principal components that explain ``fraction`` of the variance (host-side)."""
+def components_for_variance(features, fraction: float, *, concrete: bool = True):
+    """The smallest number of principal components that explain ``fraction`` of the variance: a Python int
+    (``concrete``, host-side) or a traced int32 scalar."""
     c = features - jnp.mean(features, axis=0, keepdims=True)
     ev = jnp.linalg.eigvalsh(jnp.matmul(c.T, c, precision=_HI))[::-1]
     ev = jnp.maximum(ev, 0)
     cum = jnp.cumsum(ev) / jnp.sum(ev)
-    return int(jnp.searchsorted(cum, fraction) + 1)
+    k = jnp.minimum(jnp.searchsorted(cum, fraction) + 1, min(features.shape))
+    return int(k) if concrete else k

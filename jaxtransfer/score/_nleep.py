@@ -20,7 +20,7 @@ _HI = jax.lax.Precision.HIGHEST
 _REG = 1e-6  # added to every covariance diagonal, as scikit-learn's GaussianMixture does
 
 
-def _m_step(z, resp):
+def _m_step(z, resp, active):
     """Weights (M,), means (M, d), covariances (M, d, d) from responsibilities (n, M).
 
     The diagonal gets 1e-6 (scikit-learn's reg_covar) plus 100 eps times the mean variance of z: in float64 the
@@ -32,20 +32,20 @@ def _m_step(z, resp):
     means = jnp.matmul(resp.T, z, precision=_HI) / nk[:, None]
     diff = z[None, :, :] - means[:, None, :]  # (M, n, d)
     cov = jnp.einsum("mn,mnd,mne->mde", resp.T, diff, diff, precision=_HI) / nk[:, None, None]
-    scale = jnp.mean(jnp.var(z, axis=0))
+    scale = jnp.sum(jnp.var(z, axis=0)) / jnp.sum(active)  # the mean over the active axes
     reg = _REG + 100 * jnp.finfo(z.dtype).eps * scale
     cov = cov + reg * jnp.eye(z.shape[1], dtype=z.dtype)[None]
     return nk / z.shape[0], means, cov
 
 
-def _log_joint(z, weights, means, cov):
-    """(n, M) log w_m + log N(z_i | mu_m, Sigma_m)."""
+def _log_joint(z, weights, means, cov, active):
+    """(n, M) log w_m + log N(z_i | mu_m, Sigma_m) over the active axes of z (the others are zero; see nleep)."""
     chol = jnp.linalg.cholesky(cov)  # (M, d, d)
     diff = z[None, :, :] - means[:, None, :]
     sol = jax.scipy.linalg.solve_triangular(chol, jnp.swapaxes(diff, 1, 2), lower=True)  # (M, d, n)
     maha = jnp.sum(jnp.square(sol), axis=1)  # (M, n)
-    logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)), axis=1)
-    d = z.shape[1]
+    logdet = 2 * jnp.sum(jnp.where(active[None], jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)), 0), axis=1)
+    d = jnp.sum(active)
     return (jnp.log(weights)[:, None] - 0.5 * (maha + logdet[:, None] + d * math.log(2 * math.pi))).T
 
 
@@ -65,7 +65,7 @@ def _farthest_points(z, num_components):
 
 
 @functools.partial(jax.jit, static_argnames=("num_components", "max_iter"))
-def _fit_posteriors(z, tol, *, num_components, max_iter):
+def _fit_posteriors(z, active, tol, *, num_components, max_iter):
     # k-means initialisation (as scikit-learn's default), started from farthest points instead of random
     # samples so that the score does not depend on a seed or on the order of the samples.
     centres = _farthest_points(z, num_components)
@@ -80,18 +80,20 @@ def _fit_posteriors(z, tol, *, num_components, max_iter):
     centres, _ = jax.lax.scan(lloyd, centres, None, length=10)
     dist = jnp.sum(jnp.square(z[:, None, :] - centres[None]), axis=-1)
     resp = jax.nn.one_hot(jnp.argmin(dist, axis=1), num_components, dtype=z.dtype)
-    return em_posteriors(z, resp, tol=tol, max_iter=max_iter)
+    return em_posteriors(z, resp, tol=tol, max_iter=max_iter, active=active)
 
 
-def em_posteriors(z, resp, *, tol, max_iter: int):
+def em_posteriors(z, resp, *, tol, max_iter: int, active=None):
     """EM for a full-covariance Gaussian mixture from initial responsibilities (n, M); returns p(m | z_i).
 
-    Stops when the mean log-likelihood per sample changes by less than ``tol`` (1e-3, as scikit-learn).
+    Stops when the mean log-likelihood per sample changes by less than ``tol`` (1e-3, as scikit-learn). ``active``
+    (d,) bool: the axes of z the mixture models (default all); the others must be zero in every row.
     """
+    active = jnp.ones(z.shape[1], bool) if active is None else active
 
     def step(state):
         resp, ll_prev, it, _ = state
-        log_joint = _log_joint(z, *_m_step(z, resp))
+        log_joint = _log_joint(z, *_m_step(z, resp, active), active)
         norm = jax.scipy.special.logsumexp(log_joint, axis=1, keepdims=True)
         ll = jnp.mean(norm)
         return jnp.exp(log_joint - norm), ll, it + 1, jnp.abs(ll - ll_prev) < tol
@@ -111,7 +113,8 @@ def gaussian_mixture_posteriors(features, num_components: int, *, tol: float = 1
     z = _checks.check_features(features)
     if not (isinstance(num_components, int) and 1 <= num_components <= z.shape[0]):
         raise ValueError(f"num_components must be an integer in [1, n={z.shape[0]}]; got {num_components!r}.")
-    return _fit_posteriors(z, jnp.asarray(tol, z.dtype), num_components=num_components, max_iter=max_iter)
+    active = jnp.ones(z.shape[1], bool)
+    return _fit_posteriors(z, active, jnp.asarray(tol, z.dtype), num_components=num_components, max_iter=max_iter)
 
 
 @register_score(reference="Li et al., CVPR 2021")
@@ -145,6 +148,16 @@ def nleep(
     m = components_per_class * c
     if m > f.shape[0]:
         raise ValueError(f"the mixture needs {m} components but there are only {f.shape[0]} samples.")
+    if isinstance(f, jax.core.Tracer):
+        # Traced (jit, vmap): the number of axes k that keep ``variance`` is not known while tracing, so the mixture
+        # is fitted on all min(n, D) axes with those past k set to zero and left out of every density: the same
+        # posteriors as the eager path (which fits k axes), at the cost of larger covariances.
+        width = min(f.shape)
+        k = components_for_variance(f, variance, concrete=False)
+        active = jnp.arange(width) < k
+        z = pca(f, width) * active[None, :]
+        probs = _fit_posteriors(z, active, jnp.asarray(1e-3, z.dtype), num_components=m, max_iter=100)
+        return _checks.finite_result(leep_core(probs, lab, num_classes=c), "nleep")
     z = pca(f, components_for_variance(f, variance))
     if not bool(jnp.all(jnp.isfinite(z))):
         raise FloatingPointError(

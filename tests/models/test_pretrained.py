@@ -1,12 +1,12 @@
 """Real pre-trained backbones against their published implementations, offline loading, checksums and errors.
 
-import hashlib
 Tolerances: float32 forward passes of the same weights in two frameworks differ by summation order only. MiniLM's
 embeddings (unit norm) agree with sentence-transformers to 2.1e-7 and the pooled hidden states (norms up to ~10) to
 1.2e-6 (measured when the fixture was made); the issue's bar is 1e-5. EfficientNet-Lite logits (|logit| up to ~8)
 agree with the PyTorch reference to ~1.1e-5; the bar is 1e-4.
 """
 
+import hashlib
 import importlib.util
 import os
 import shutil
