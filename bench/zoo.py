@@ -18,9 +18,17 @@ import argparse
 import time
 
 from bench._common import RESULTS, save
-from jaxtransfer.experiments import ALL_SCORES, model_selection, summary_table
 from jaxtransfer.data import efficientnet_preprocess
-from jaxtransfer.experiments import CI_ZOO, FULL_ZOO, Candidate, build_zoo, target_task
+from jaxtransfer.experiments import (
+    ALL_SCORES,
+    CI_ZOO,
+    FULL_ZOO,
+    Candidate,
+    build_zoo,
+    model_selection,
+    summary_table,
+    target_task,
+)
 
 
 def backbones(size: int) -> list[Candidate]:

@@ -103,8 +103,7 @@ def module_criticality(
     if not (isinstance(eps, int | float | np.number) and np.isfinite(eps) and eps >= 0):
         raise ValueError(f"eps must be a finite number >= 0; got {eps!r}.")
     check_positive_int(num_samples, "num_samples")
-    if isinstance(chunk, bool) or not isinstance(chunk, int | np.integer) or chunk < 1:
-        raise ValueError(f"chunk must be a positive integer; got {chunk!r}.")
+    check_positive_int(chunk, "chunk")
     if not isinstance(modules, Mapping) or not modules:
         raise ValueError(f"modules must be a non-empty mapping name -> path prefix or predicate; got {modules!r}.")
     alphas = np.linspace(0.0, 1.0, 11) if alphas is None else np.asarray(alphas, np.float64)

@@ -63,10 +63,22 @@ def test_rank_cli_prints_and_writes_json(tmp_path):
 
 
 def test_rank_cli_reads_text_labels_and_key(tmp_path):
-    _write_zoo(tmp_path)
-    res = _run("rank", "--labels", str(tmp_path / "labels.txt"), "--key", "weak", str(tmp_path / "bundle.npz"))
+    import numpy as np
+    import pytest
+
+    from tests.score import oracle
+
+    y = _write_zoo(tmp_path)
+    out = tmp_path / "weak.json"
+    res = _run(
+        "rank", "--labels", str(tmp_path / "labels.txt"), "--key", "weak", str(tmp_path / "bundle.npz"), "--json", str(out)
+    )  # fmt: skip
     assert res.returncode == 0, res.stderr
-    assert "bundle" in res.stdout
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["model"] == "bundle" and row["model"] in res.stdout
+    # the labels read back from text are the class ids, the array is the "weak" one: LogME's global maximum
+    weak = np.load(tmp_path / "bundle.npz")["weak"]
+    assert row["logme"] == pytest.approx(oracle.logme(weak, y), rel=1e-5)  # float32 computation
 
 
 def test_rank_cli_errors_are_one_line(tmp_path):

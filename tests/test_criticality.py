@@ -8,23 +8,46 @@ from jaxtransfer.criticality import dotted_path, module_criticality
 matplotlib.use("Agg")
 
 
-def _loss(params, data):
-    x, y = data
-    h = jnp.tanh(x @ params["lower"]["w"])
-    return jnp.mean(jnp.square(h @ params["upper"]["w"] - y))
+def test_criticality_of_a_quadratic_loss_is_the_closed_form_grid_minimum():
+    """Least squares at its minimum w*: L(w) = L* + (w - w*)^T H (w - w*), H = X^T X / n, exactly. Reverting a
+    module m by (1 - alpha) delta_m and adding N(0, sigma^2 I) noise on it gives, in expectation,
+    L* + (1 - alpha)^2 delta_m^T H_mm delta_m + sigma^2 tr(H_mm): the feasible set of each grid point and so the
+    criticality min alpha^2 ||delta_m||^2 / sigma^2 follow in closed form. The grid is chosen so that no point lies
+    within a factor 4 of the boundary (checked below), far beyond the Monte Carlo error of the noise average."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 5))
+    y = x @ rng.normal(size=5) + 0.5 * rng.normal(size=400)
+    w_star = np.linalg.lstsq(x, y, rcond=None)[0]
+    l_star = np.mean((x @ w_star - y) ** 2)
+    h = x.T @ x / len(y)
+    w0 = w_star + np.array([0.01, -0.008, 0.006, 1.5, -2.0])  # "lower" barely moved, "upper" moved far
 
+    def loss(params, data):
+        xx, yy = data
+        w = jnp.concatenate([params["lower"]["w"], params["upper"]["w"]])
+        return jnp.mean(jnp.square(xx @ w - yy))
 
-def test_untouched_module_has_zero_criticality_and_a_trained_one_more():
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(64, 3)), jnp.float32)
-    init = {"lower": {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)}, "upper": {"w": jnp.zeros((4, 1))}}
-    final = {"lower": init["lower"], "upper": {"w": jnp.asarray(rng.normal(size=(4, 1)), jnp.float32)}}
-    y = jnp.tanh(x @ final["lower"]["w"]) @ final["upper"]["w"] + 0.1 * jnp.asarray(rng.normal(size=(64, 1)))
-    crit = module_criticality(_loss, init, final, (x, y), {"lower": "lower", "upper": "upper"}, num_samples=4)
-    assert crit.to_dict()["lower"] == 0.0  # never moved: alpha = 0 keeps the loss
-    assert crit.to_dict()["upper"] > 0.0  # reverting the trained layer raises the loss
-    assert "upper" in str(crit)
-    crit.plot()
+    def tree(w):
+        return {"lower": {"w": jnp.asarray(w[:3], jnp.float32)}, "upper": {"w": jnp.asarray(w[3:], jnp.float32)}}
+
+    eps, alphas, sigmas = 0.05, np.array([0.0, 0.5, 0.9, 0.99, 1.0]), np.logspace(-6, 0, 4)
+    data = (jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32))
+    crit = module_criticality(loss, tree(w0), tree(w_star), data, {"lower": "lower", "upper": "upper"},
+                              eps=eps, alphas=alphas, sigmas=sigmas, num_samples=64)  # fmt: skip
+    for name, idx in (("lower", slice(0, 3)), ("upper", slice(3, 5))):
+        delta, hm = (w0 - w_star)[idx], h[idx, idx]
+        a, s = np.meshgrid(alphas, sigmas, indexing="ij")
+        excess = (1 - a) ** 2 * (delta @ hm @ delta) + s**2 * np.trace(hm)  # expected rise of the loss
+        ratio = excess / (eps * l_star)
+        assert not ((ratio > 0.25) & (ratio < 4)).any()  # the grid stays clear of the boundary
+        expected = np.where(ratio <= 1, a**2 * (delta @ delta) / s**2, np.inf).min()
+        assert crit.to_dict()[name] == pytest.approx(expected, rel=1e-5)
+    assert crit.to_dict()["upper"] > 0 == crit.to_dict()["lower"]  # the barely moved module can be reverted
+    assert str(crit).splitlines()[1:] == [
+        f"lower   {crit.to_dict()['lower']:.4g}",
+        f"upper   {crit.to_dict()['upper']:.4g}",
+    ]
+    assert [b.get_height() for b in crit.plot().patches] == list(crit.values)
 
 
 def test_errors_and_paths():

@@ -32,10 +32,16 @@ def test_path_matches_a_loop_and_convex_barrier_is_zero():
     a, b = _theta(1), _theta(2)
     data = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
     path = linear_path(_quadratic, a, b, data, num=11, chunk=4)
-    loop = [float(_quadratic(interpolate(a, b, lam), data)) for lam in np.linspace(0, 1, 11)]
-    np.testing.assert_allclose(path.losses, loop, rtol=1e-5)
-    height, _ = barrier(path)
-    assert height <= 1e-5  # a convex loss lies below the chord
+    # Along theta(lam) = (1 - lam) a + lam b the quadratic is a parabola, by hand in float64 numpy
+    wa, wb, ba, bb, x = (np.asarray(v, np.float64) for v in (a["w"], b["w"], a["b"], b["b"], data))
+    lams = np.linspace(0, 1, 11)
+    closed = [np.sum(((1 - t) * wa + t * wb - x) ** 2) + np.sum(((1 - t) * ba + t * bb) ** 2) for t in lams]
+    np.testing.assert_allclose(path.lams, lams, rtol=1e-7)
+    np.testing.assert_allclose(path.losses, closed, rtol=1e-6)  # float32: measured 1.1e-7, bound ~10x
+    height, where = barrier(path)
+    # a convex loss lies below its chord: the largest excess over the chord is 0, up to float32 rounding
+    chord = (1 - lams) * closed[0] + lams * closed[-1]
+    assert height == pytest.approx(max(np.max(np.asarray(closed) - chord), 0.0), abs=1e-4)
     ax = path.plot(label="quadratic")
     assert ax.get_xlabel() == "interpolation coefficient"
 
@@ -83,13 +89,25 @@ def test_plane_through_three_points_and_along_directions():
     t0, t1, t2 = _theta(1), _theta(2), _theta(3)
     data = jnp.zeros((3, 4))
     p = plane(_quadratic, t0, data, points=(t1, t2), grid=(5, 4), span=(-0.5, 1.5))
-    assert p.losses.shape == (5, 4)
-    i, j = int(np.argmin(np.abs(p.alphas - 1.0))), int(np.argmin(np.abs(p.betas - (-0.5))))
-    expected = _quadratic(jax.tree.map(lambda a, b, c: a + 1.0 * (b - a) - 0.5 * (c - a), t0, t1, t2), data)
-    assert p.losses[i, j] == pytest.approx(float(expected), rel=1e-5)
+    np.testing.assert_allclose(p.alphas, np.linspace(-0.5, 1.5, 5), rtol=1e-7)
+    np.testing.assert_allclose(p.betas, np.linspace(-0.5, 1.5, 4), rtol=1e-7)
+
+    def by_hand(t, u, v, alphas, betas):  # loss(t + alpha u + beta v) on the whole grid, float64 numpy
+        w, b = (np.asarray(t[k], np.float64) for k in ("w", "b"))
+        uw, ub, vw, vb = (np.asarray(d[k], np.float64) for d in (u, v) for k in ("w", "b"))
+        return np.array([[np.sum((w + a * uw + c * vw) ** 2) + np.sum((b + a * ub + c * vb) ** 2) for c in betas]
+                         for a in alphas])  # fmt: skip
+
+    def diff(x, y):
+        return {k: jnp.asarray(x[k], jnp.float32) - jnp.asarray(y[k], jnp.float32) for k in ("w", "b")}
+
+    expected = by_hand(t0, diff(t1, t0), diff(t2, t0), p.alphas, p.betas)
+    np.testing.assert_allclose(p.losses, expected, rtol=1e-6)  # float32: measured 1.2e-7
     d1, d2 = random_directions(t0, jax.random.key(1)), random_directions(t0, jax.random.key(2))
     q = plane(_quadratic, t0, data, directions=(d1, d2), grid=(3, 3))
-    assert q.losses[1, 1] == pytest.approx(float(_quadratic(t0, data)), rel=1e-5)  # the centre is theta_0
-    q.plot()
+    np.testing.assert_allclose(q.losses, by_hand(t0, d1, d2, q.alphas, q.betas), rtol=1e-6)
+    assert q.losses[1, 1] == pytest.approx(float(_quadratic(t0, data)), rel=1e-6)  # the centre is theta_0
+    ax = q.plot()
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("alpha", "beta")
     with pytest.raises(ValueError, match="exactly one of"):
         plane(_quadratic, t0, data)

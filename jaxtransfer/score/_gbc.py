@@ -52,6 +52,15 @@ def gbc(
 
     Returns:
         Scalar in [-C (C - 1), 0], higher (closer to 0: better separated classes) = better transfer.
+
+    Example:
+        >>> import numpy as np
+        >>> import jaxtransfer as jt
+        >>> rng = np.random.default_rng(0)
+        >>> labels = np.arange(60) % 3
+        >>> features = rng.normal(size=(60, 4)) + 2 * np.eye(3, 4)[labels]
+        >>> round(float(jt.gbc(features, labels)), 3)
+        -1.546
     """
     if gaussian not in ("diagonal", "spherical"):
         raise ValueError(f"gaussian must be 'diagonal' or 'spherical'; got {gaussian!r}.")

@@ -45,6 +45,17 @@ def leep(source_probs, labels, *, num_classes: int | None = None) -> jax.Array:
     Returns:
         Scalar score.
 
+
+    Example:
+        >>> import numpy as np
+        >>> import jaxtransfer as jt
+        >>> rng = np.random.default_rng(0)
+        >>> labels = np.arange(60) % 3
+        >>> logits = rng.normal(size=(60, 5)) + 2 * np.eye(3, 5)[labels]
+        >>> probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        >>> round(float(jt.leep(probs, labels)), 3)
+        -0.671
+
     Raises:
         ValueError, TypeError: bad shapes, NaN/Inf, negative probabilities, rows not summing to 1 (logits),
             bad labels (see :func:`jaxtransfer.logme`).

@@ -139,6 +139,15 @@ def nleep(
 
     Returns:
         Scalar <= 0, higher = better transfer.
+
+    Example:
+        >>> import numpy as np
+        >>> import jaxtransfer as jt
+        >>> rng = np.random.default_rng(0)
+        >>> labels = np.arange(60) % 3
+        >>> features = rng.normal(size=(60, 4)) + 2 * np.eye(3, 4)[labels]
+        >>> round(float(jt.nleep(features, labels)), 3)
+        -0.269
     """
     if isinstance(variance, bool) or not (isinstance(variance, int | float | np.number) and 0 < variance <= 1):
         raise ValueError(f"variance must be in (0, 1]; got {variance!r}.")

@@ -66,6 +66,15 @@ def parc(features, labels, *, pca_dim: int | None = 32, num_classes: int | None 
 
     Returns:
         Scalar in [-100, 100], higher = better transfer.
+
+    Example:
+        >>> import numpy as np
+        >>> import jaxtransfer as jt
+        >>> rng = np.random.default_rng(0)
+        >>> labels = np.arange(60) % 3
+        >>> features = rng.normal(size=(60, 4)) + 2 * np.eye(3, 4)[labels]
+        >>> round(float(jt.parc(features, labels)), 3)
+        57.119
     """
     if pca_dim is not None and (not isinstance(pca_dim, int) or pca_dim < 2):
         raise ValueError(f"pca_dim must be an integer >= 2 or None; got {pca_dim!r}.")

@@ -87,6 +87,15 @@ def sfda(features, labels, *, num_classes: int | None = None) -> jax.Array:
 
     Returns:
         Scalar in (0, 1], higher = better transfer.
+
+    Example:
+        >>> import numpy as np
+        >>> import jaxtransfer as jt
+        >>> rng = np.random.default_rng(0)
+        >>> labels = np.arange(60) % 3
+        >>> features = rng.normal(size=(60, 4)) + 2 * np.eye(3, 4)[labels]
+        >>> round(float(jt.sfda(features, labels)), 3)
+        0.664
     """
     f, lab, c = _checks.check_features_and_labels(features, labels, num_classes, centre=True)
     return _checks.finite_result(_sfda(f, lab, num_classes=c), "sfda")

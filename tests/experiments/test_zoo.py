@@ -7,10 +7,19 @@ from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxtransfer.experiments import model_selection, summary_table
 from jaxtransfer.data.variants import add_noise, block_shuffle, class_subset, invert, resize, rotate
-from jaxtransfer.experiments import SOURCE_TASKS, Candidate, ZooModel, build_zoo, source_task, target_task
+from jaxtransfer.experiments import (
+    SOURCE_TASKS,
+    Candidate,
+    ZooModel,
+    build_zoo,
+    model_selection,
+    source_task,
+    summary_table,
+    target_task,
+)
 from jaxtransfer.experiments._zoo import _pools
+from tests.score import oracle
 
 IMAGES = np.random.default_rng(0).uniform(size=(5, 8, 8, 1)).astype(np.float32)
 
@@ -89,13 +98,21 @@ def test_model_selection_report_on_a_small_zoo(tmp_path):
     report = model_selection(zoo, {"d": target}, scores=("logme", "leep", "nce"), learning_rates=(3e-3,), epochs=3)
     t = report["targets"]["d"]
     assert set(t["candidates"]) == {"trained", "early", "random"}
-    for s in ("logme", "leep", "nce"):
-        agr = t["agreement"][s]
-        assert -1 <= agr["weighted_tau"] <= 1 and 0 < agr["relative_accuracy"] <= 1
-        assert agr["top1"] == (agr["relative_accuracy"] == 1.0)
-        assert t["speedup"][s] > 0
+    from scipy.stats import weightedtau
+
     truth = {n: r["ground_truth"]["accuracy"] for n, r in t["candidates"].items()}
-    assert all(0 <= v <= 1 for v in truth.values())
+    names = sorted(truth)
+    for s in ("logme", "leep", "nce"):  # every figure of the agreement, recomputed from the report's own rows
+        agr = t["agreement"][s]
+        scores = {n: t["candidates"][n]["scores"][s] for n in names}
+        expected_tau = weightedtau([scores[n] for n in names], [truth[n] for n in names]).statistic
+        assert agr["weighted_tau"] == pytest.approx(expected_tau, abs=1e-12)
+        pick = max(names, key=lambda n: scores[n])
+        assert agr["pick"] == pick
+        assert agr["relative_accuracy"] == pytest.approx(truth[pick] / max(truth.values()))
+        assert agr["top1"] == (truth[pick] == max(truth.values()))
+        spent = sum(t["candidates"][n]["extract_seconds"] + t["candidates"][n]["seconds"][s] for n in names)
+        assert t["speedup"][s] == pytest.approx(t["finetune_seconds"] / spent)
     text = summary_table(report)
     assert "tau_w d" in text and "trained" in text
     with pytest.raises(ValueError, match="at least 2"):
@@ -109,9 +126,12 @@ def test_candidate_transform_is_applied():
     cand = Candidate("m", model, transform=lambda b: b[:, :8, :8])
     from jaxtransfer.experiments import score_features
 
-    out = score_features(cand, np.random.default_rng(0).uniform(size=(12, 28, 28, 1)), np.arange(12) % 3,
-                         scores=("logme",))  # fmt: skip
-    assert out["dim"] == 4 and np.isfinite(out["scores"]["logme"])
+    x, y = np.random.default_rng(0).uniform(size=(12, 28, 28, 1)).astype(np.float32), np.arange(12) % 3
+    out = score_features(cand, x, y, scores=("logme",))
+    # the score is LogME of the features of the transformed (cropped) images, computed here by hand
+    features = np.asarray(model.features(x[:, :8, :8]), np.float64)
+    assert out["dim"] == 4
+    assert out["scores"]["logme"] == pytest.approx(oracle.logme(features, y), rel=1e-4)
 
 
 def test_agreement_leaves_out_the_models_a_score_failed_on():

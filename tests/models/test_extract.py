@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxtransfer.models import extract_features
-from jaxtransfer.models import CNN, MLP
+from jaxtransfer.models import CNN, MLP, extract_features
 
 X = np.asarray(jax.random.normal(jax.random.key(0), (23, 8, 8, 1)))
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from jaxtransfer import LogME, logme
+from tests.score import oracle
 
 F = np.random.default_rng(0).normal(size=(20, 4))
 Y = np.arange(20) % 3
@@ -77,7 +78,9 @@ def test_accepted_input_types():
     assert float(logme(F.tolist(), Y.tolist())) == pytest.approx(ref, rel=1e-6)
     assert float(logme(jnp.asarray(F), jnp.asarray(Y))) == pytest.approx(ref, rel=1e-6)
     assert logme(F.astype(np.float16), Y).dtype == jnp.float32
-    assert np.isfinite(float(logme((F * 10).astype(np.int32), Y.astype(np.uint8))))
+    as_int = (F * 10).astype(np.int32)
+    # integer features are their values (computed in float32): the float64 global maximum, to float32 accuracy
+    assert float(logme(as_int, Y.astype(np.uint8))) == pytest.approx(oracle.logme(as_int.astype(float), Y), rel=1e-5)
 
 
 def test_traced_labels_need_num_classes():

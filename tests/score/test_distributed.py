@@ -14,8 +14,7 @@ import warnings
 import numpy as np
 import pytest
 
-from jaxtransfer.score import logme
-from jaxtransfer.score import logme_many, logme_sharded
+from jaxtransfer.score import logme, logme_many, logme_sharded
 
 _SCRIPT = textwrap.dedent(
     """
