@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxtransfer._checks import check_flag
 from jaxtransfer._pytree import as_arrays, check_same, is_float
 
 __all__ = ["GreedySoup", "ensemble", "evaluate_many", "greedy_soup", "learned_soup", "uniform_soup"]
@@ -95,13 +96,19 @@ def _cast_like(mean, like):
 
 
 def greedy_soup(
-    ingredients: Sequence, evaluate: Callable[[object], float], *, held_out_scores: Sequence[float] | None = None
+    ingredients: Sequence,
+    evaluate: Callable[[object], float],
+    *,
+    held_out_scores: Sequence[float] | None = None,
+    strict: bool = True,
 ) -> GreedySoup:
-    """Greedy soup: sort by held-out score, then add each ingredient if the soup's held-out score does not drop.
+    """Greedy soup: sort by held-out score, then add each ingredient if the soup's held-out score improves.
 
     Starting from the best ingredient, one pass over the others; the candidate soup is the uniform average of the
-    chosen ingredients plus the next one, kept if ``evaluate(candidate) >= evaluate(current soup)`` (Wortsman et
-    al., Algorithm 1). So the result is never worse on the held-out data than the best single ingredient.
+    chosen ingredients plus the next one, kept if ``evaluate(candidate) > evaluate(current soup)`` (``strict``, as
+    published: Wortsman et al., Algorithm 1) or ``>=`` (``strict=False``: ties join, which adds ingredients that
+    change nothing on a coarse metric such as accuracy on a small split). Either way the result is never worse on
+    the held-out data than the best single ingredient.
 
     Only the running sum of the chosen ingredients, the candidate and one ingredient are held at a time: pass a
     lazy ``Sequence`` (whose ``__getitem__`` restores a checkpoint) to keep memory at about three models.
@@ -110,7 +117,17 @@ def greedy_soup(
         ingredients: a sequence of pytrees (random access: each is read once for its score, once as a candidate).
         evaluate: held-out score of a pytree, higher is better (e.g. accuracy on a validation split).
         held_out_scores: the ingredients' own scores if already known (then each is read only once).
+        strict: keep a candidate only if it strictly improves the score (default); ``False``: also on a tie.
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxtransfer.soup import greedy_soup
+        >>> ingredients = [{"w": np.array([1.0])}, {"w": np.array([3.0])}, {"w": np.array([-9.0])}]
+        >>> result = greedy_soup(ingredients, lambda p: -abs(float(p["w"][0]) - 2.0))  # best at w = 2
+        >>> result.chosen, float(result.soup["w"][0])
+        ((0, 1), 2.0)
     """
+    check_flag(strict, "strict")
     if not isinstance(ingredients, Sequence):
         ingredients = list(ingredients)
     k = len(ingredients)
@@ -135,7 +152,7 @@ def greedy_soup(
         candidate_mean = _update_mean(mean, ingredient, len(chosen) + 1)
         candidate = _cast_like(candidate_mean, first)
         score = _score(evaluate(candidate), f"evaluate(soup + ingredient {i})")
-        if score >= best:
+        if score > best or (not strict and score == best):
             chosen.append(i)
             mean, soup, best = candidate_mean, candidate, score
         trace.append(best)
@@ -151,14 +168,26 @@ def learned_soup(
     optimizer: optax.GradientTransformation | None = None,
     steps: int = 100,
 ) -> tuple[object, object]:
-    """Learned soup: mixing weights softmax(logits) optimised on held-out data.
+    """Learned soup: mixing weights softmax(logits / temperature) optimised on held-out data.
 
-    theta(alpha) = sum_k softmax(alpha)_k theta_k, with one logit per ingredient (``per_layer=False``) or one per
-    ingredient per leaf ("by layer", as published), optimised with ``optimizer`` (default ``optax.adam(0.1)``) for
-    ``steps`` full-batch steps of ``loss_fn(theta(alpha), data)``. The logits start at 0 (the uniform soup).
+    theta(alpha, t) = sum_k softmax(alpha / t)_k theta_k, with one logit per ingredient (``per_layer=False``) or one
+    per ingredient per leaf ("by layer", as published) and one learned temperature t = exp(-s) shared by all
+    leaves (as published; it lets one step size move sharp and flat mixtures alike), optimised with ``optimizer``
+    (default ``optax.adamw(0.1)``, as published) for ``steps`` full-batch steps of ``loss_fn(theta, data)``. The
+    logits start at 0 (the uniform soup) and t at 1.
 
     Returns:
-        (soup, mixing weights: an array (K,) or a pytree of (K,) arrays, one per leaf).
+        (soup, mixing weights: an array (K,) or a pytree of (K,) arrays, one per leaf; the temperature included).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxtransfer.soup import learned_soup
+        >>> ingredients = [{"w": jnp.array([0.0])}, {"w": jnp.array([1.0])}]
+        >>> def loss(p, target):  # best mixture: w = 0.25, i.e. weights (0.75, 0.25)
+        ...     return jnp.sum(jnp.square(p["w"] - target))
+        >>> _, weights = learned_soup(ingredients, loss, jnp.array([0.25]), steps=300)
+        >>> [round(float(w), 2) for w in weights]
+        [0.75, 0.25]
     """
     ingredients = [as_arrays(ing) for ing in ingredients]
     if not ingredients:
@@ -169,13 +198,18 @@ def learned_soup(
         check_same(ingredients[0], ing, i)
     k = len(ingredients)
     if per_layer:
-        logits = jax.tree.map(lambda x: jnp.zeros((k,), jnp.float32), ingredients[0])
+        alpha = jax.tree.map(lambda x: jnp.zeros((k,), jnp.float32), ingredients[0])
     else:
-        logits = jnp.zeros((k,), jnp.float32)
+        alpha = jnp.zeros((k,), jnp.float32)
+    logits = {"alpha": alpha, "log_inverse_temperature": jnp.zeros((), jnp.float32)}
+
+    def mixing_weights(logits):
+        scale = jnp.exp(logits["log_inverse_temperature"])
+        return jax.tree.map(lambda a: jax.nn.softmax(a * scale), logits["alpha"])
 
     def mix(logits):
-        w = jax.nn.softmax(logits) if not per_layer else None
-        weights = jax.tree.map(jax.nn.softmax, logits) if per_layer else jax.tree.map(lambda _: w, ingredients[0])
+        w = mixing_weights(logits)
+        weights = w if per_layer else jax.tree.map(lambda _: w, ingredients[0])
 
         def combine(wl, *leaves):
             if not is_float(leaves[0]):
@@ -185,7 +219,7 @@ def learned_soup(
 
         return jax.tree.map(combine, weights, *ingredients)
 
-    tx = optimizer or optax.adam(0.1)
+    tx = optimizer or optax.adamw(0.1)
     state = tx.init(logits)
 
     @jax.jit
@@ -198,8 +232,7 @@ def learned_soup(
         logits, state, loss = step(logits, state)
         if not bool(jnp.isfinite(loss)):
             raise FloatingPointError("the learned-soup loss became non-finite; lower the learning rate.")
-    weights = jax.tree.map(jax.nn.softmax, logits) if per_layer else jax.nn.softmax(logits)
-    return mix(logits), weights
+    return mix(logits), mixing_weights(logits)
 
 
 def _stack(ingredients: Sequence) -> object:

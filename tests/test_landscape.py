@@ -38,7 +38,7 @@ def test_path_matches_a_loop_and_convex_barrier_is_zero():
     closed = [np.sum(((1 - t) * wa + t * wb - x) ** 2) + np.sum(((1 - t) * ba + t * bb) ** 2) for t in lams]
     np.testing.assert_allclose(path.lams, lams, rtol=1e-7)
     np.testing.assert_allclose(path.losses, closed, rtol=1e-6)  # float32: measured 1.1e-7, bound ~10x
-    height, where = barrier(path)
+    height, _where = barrier(path)
     # a convex loss lies below its chord: the largest excess over the chord is 0, up to float32 rounding
     chord = (1 - lams) * closed[0] + lams * closed[-1]
     assert height == pytest.approx(max(np.max(np.asarray(closed) - chord), 0.0), abs=1e-4)

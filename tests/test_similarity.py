@@ -36,10 +36,24 @@ def test_linear_cka_is_not_invariant_to_arbitrary_invertible_maps(x64):
 
 
 def test_rbf_cka(x64):
+    """Against CKA built from scikit-learn's rbf_kernel and scipy's pairwise distances (Kornblith et al., 2019:
+    sigma = fraction x the median pairwise distance; CKA = <HKH, HLH> / (||HKH|| ||HLH||))."""
+    from scipy.spatial.distance import pdist
+    from sklearn.metrics.pairwise import rbf_kernel
+
     x, y = _xy(3)
+    h = np.eye(len(x)) - 1 / len(x)
+
+    def reference(a, b, fraction):
+        k, l_ = ((h @ rbf_kernel(m, gamma=1 / (2 * (fraction * np.sqrt(np.median(pdist(m, "sqeuclidean")))) ** 2)) @ h)
+                 for m in (a, b))  # fmt: skip
+        return np.sum(k * l_) / (np.linalg.norm(k) * np.linalg.norm(l_))
+
     assert float(cka(x, x, kernel="rbf")) == pytest.approx(1.0, rel=1e-10)
-    v = float(cka(x, y, kernel="rbf"))
-    assert 0 < v < 1
+    for fraction in (0.5, 1.0, 2.0):
+        got = float(cka(x, y, kernel="rbf", sigma_fraction=fraction))
+        assert got == pytest.approx(reference(x, y, fraction), rel=1e-10)
+    assert abs(float(cka(x, y, kernel="rbf")) - float(cka(x, y))) > 1e-2  # not the linear kernel
     with pytest.raises(ValueError, match="kernel must be"):
         cka(x, y, kernel="poly")
 

@@ -52,27 +52,61 @@ def test_bf16_in_bf16_out_accumulated_in_float32():
     ings = [_ingredient(i, jnp.bfloat16) for i in range(8)]
     soup = uniform_soup(ings)
     assert soup["dense"]["kernel"].dtype == jnp.bfloat16
+    # Accumulated in float32 and rounded to bf16 once: bit-equal to the float64 mean rounded to bf16 (the float32
+    # partial sums of 8 bf16 numbers are exact). Accumulating in bf16 instead rounds every partial sum: it differs.
     exact = np.mean([np.asarray(i["dense"]["kernel"], np.float64) for i in ings], axis=0)
-    # One bf16 rounding of the result (8 bits of mantissa), not eight of the partial sums.
-    np.testing.assert_allclose(np.asarray(soup["dense"]["kernel"], np.float64), exact, rtol=2**-8, atol=1e-2)
+    once = np.asarray(jnp.asarray(exact, jnp.float32).astype(jnp.bfloat16), np.float64)
+    np.testing.assert_array_equal(np.asarray(soup["dense"]["kernel"], np.float64), once)
+    in_bf16 = ings[0]["dense"]["kernel"]
+    for i in ings[1:]:
+        in_bf16 = in_bf16 + i["dense"]["kernel"]  # bf16 + bf16 -> bf16: rounded at each step
+    assert not np.array_equal(np.asarray(in_bf16 / 8, np.float64), once)
 
 
 def test_greedy_soup_is_never_worse_than_the_best_ingredient():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 4)).astype(np.float32)
-    target = _apply(_ingredient(100), x)
     ings = [_ingredient(100 + i) if i < 3 else _ingredient(i) for i in range(8)]
+    target = _apply(uniform_soup(ings[:3]), x)  # the soup of the first three is best; no single ingredient is
 
     def evaluate(p):
         return -float(jnp.mean(jnp.square(_apply(p, x) - target)))
 
+    def reference(strict):  # Wortsman et al., Algorithm 1, in float64 numpy on flat parameter vectors
+        flat = [np.concatenate([np.ravel(i["dense"]["kernel"]), i["dense"]["bias"]]).astype(np.float64) for i in ings]
+
+        def score(v):
+            return -np.mean((x @ v[:12].reshape(4, 3) + v[12:] - np.asarray(target, np.float64)) ** 2)
+
+        order = sorted(range(len(flat)), key=lambda i: -score(flat[i]))
+        chosen = [order[0]]
+        for i in order[1:]:
+            new, old = score(np.mean([flat[j] for j in [*chosen, i]], 0)), score(np.mean([flat[j] for j in chosen], 0))
+            if new > old or (not strict and new >= old):
+                chosen.append(i)
+        return tuple(chosen), tuple(order)
+
     result = greedy_soup(ings, evaluate)
+    assert (result.chosen, result.order) == reference(strict=True)
+    assert len(result.chosen) > 1 and len(result.chosen) < len(ings)  # a real choice was made
     assert result.trace[0] == max(result.individual_scores)
-    assert all(b >= a for a, b in zip(result.trace, result.trace[1:], strict=False))
-    assert evaluate(result.soup) >= max(result.individual_scores)
-    assert result.chosen[0] == result.order[0] == 0
+    assert all(b > a or b == a for a, b in zip(result.trace, result.trace[1:], strict=False))
+    assert evaluate(result.soup) == result.trace[-1] > max(result.individual_scores)
     again = greedy_soup(ings, evaluate, held_out_scores=result.individual_scores)
     assert again.chosen == result.chosen
+
+
+def test_greedy_soup_strict_leaves_out_ties():
+    """On a coarse metric a candidate can tie with the soup: strict (published) leaves it out, >= takes it."""
+    ings = [{"w": jnp.asarray([float(v)])} for v in (1.0, 1.2, 5.0)]
+
+    def coarse(p):  # 1 if the weight is within 0.5 of 1, else 0
+        return float(abs(float(p["w"][0]) - 1.0) < 0.5)
+
+    assert greedy_soup(ings, coarse).chosen == (0,)
+    assert greedy_soup(ings, coarse, strict=False).chosen == (0, 1)
+    with pytest.raises(TypeError, match="strict"):
+        greedy_soup(ings, coarse, strict="yes")
 
 
 def test_learned_soup():
@@ -89,6 +123,11 @@ def test_learned_soup():
     soup, w = learned_soup([bad, good], loss, (x, target), steps=200, optimizer=optax.adam(0.1))
     assert float(w[1]) > 0.9  # it learns to weigh the good ingredient
     assert float(loss(soup, (x, target))) < float(loss(uniform_soup([bad, good]), (x, target)))
+    # The outputs are linear in theta = (1 - w) bad + w good, so for the outputs of 0.7 bad + 0.3 good the loss is
+    # zero exactly at w = 0.3 and the learned weights (default optimiser AdamW, learned temperature) must get there.
+    target_mid = _apply(jax.tree.map(lambda a, b: 0.7 * a + 0.3 * b, bad, good), x)
+    _, w_learned = learned_soup([bad, good], loss, (x, target_mid), steps=400)
+    assert float(w_learned[1]) == pytest.approx(0.3, abs=2e-3)
     _, per_leaf = learned_soup([bad, good], loss, (x, target), per_layer=True, steps=50)
     assert per_leaf["dense"]["kernel"].shape == (2,)
 

@@ -11,7 +11,7 @@ def transrate_oracle(f, y, eps=1e-4):
     (Huang et al., 2022). Computed another way than the library's D x D log-determinant: by Sylvester's identity
     log det(I_d + Z^T Z / c) = sum_i log(1 + s_i^2 / c) over the singular values s_i of Z (scipy's SVD)."""
     z = f - f.mean(0)
-    n, d = z.shape
+    n, _d = z.shape
 
     def rate(zz, count):
         return 0.5 * np.sum(np.log1p(linalg.svdvals(zz) ** 2 / (count * eps)))
