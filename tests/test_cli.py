@@ -70,9 +70,8 @@ def test_rank_cli_reads_text_labels_and_key(tmp_path):
 
     y = _write_zoo(tmp_path)
     out = tmp_path / "weak.json"
-    res = _run(
-        "rank", "--labels", str(tmp_path / "labels.txt"), "--key", "weak", str(tmp_path / "bundle.npz"), "--json", str(out)
-    )  # fmt: skip
+    labels, bundle = str(tmp_path / "labels.txt"), str(tmp_path / "bundle.npz")
+    res = _run("rank", "--labels", labels, "--key", "weak", bundle, "--json", str(out))
     assert res.returncode == 0, res.stderr
     (row,) = json.loads(out.read_text())["rows"]
     assert row["model"] == "bundle" and row["model"] in res.stdout

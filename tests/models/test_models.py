@@ -32,7 +32,7 @@ def test_features_and_replaceable_head(model):
 def test_orbax_round_trip_is_bit_exact(model, tmp_path):
     model.eval()
     save_model(model, tmp_path / "ckpt")
-    # the same architecture with other values (a different seed, every float parameter shifted), so a restore that
+    # the same architecture with other values (every float parameter shifted by 1), so a restore that
     # did nothing, or restored only some leaves, fails below
     other = nnx.clone(model)
     nnx.update(

@@ -129,5 +129,5 @@ def test_a_new_score_is_one_registration():
 def test_registration_errors():
     with pytest.raises(ValueError, match="input must be one of"):
         register_score(lambda f, y: 0.0, input="logits")
-    with pytest.raises(ValueError, match="class ids .* or targets"):
+    with pytest.raises(ValueError, match=r"class ids .* or targets"):
         register_score(lambda f, y: 0.0, classification=False)
