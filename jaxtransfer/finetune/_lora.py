@@ -29,12 +29,13 @@ def lora_sites(model: nnx.Module) -> list[str]:
 
 def inject_lora(
     model: nnx.Module,
-    rank: int,
+    rank: int = 8,
     where: Callable[[tuple, nnx.Module], bool] | str | Sequence[str] | None = None,
     *,
     seed: int = 0,
 ) -> nnx.Module:
-    """Returns a copy of ``model`` in which every selected ``nnx.Linear`` is wrapped by ``nnx.LoRA`` of ``rank``.
+    """Returns a copy of ``model`` in which every selected ``nnx.Linear`` is wrapped by ``nnx.LoRA`` of ``rank``
+    (default 8, a common choice in the LoRA paper's experiments).
 
     ``where``: glob patterns on the dotted path, or a predicate ``(path, module) -> bool`` (default: every Linear
     except the head). Only ``nnx.Linear`` is adapted (attention projections are ``LinearGeneral``: not adapted).

@@ -1,11 +1,27 @@
+"""Every registered strategy, read from the registry: prepare, check, train only its parameters, merge exactly.
+
+Adding a strategy to the registry adds it to every parametrised test here with no other edit.
+"""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from jaxtransfer.finetune import count_params, finetune, inject_lora, inject_ssf, trainable_filter
+from jaxtransfer.finetune import (
+    HEAD_PARAMS,
+    STRATEGIES,
+    count_params,
+    finetune,
+    inject_lora,
+    inject_ssf,
+    register_strategy,
+    trainable_filter,
+)
 from jaxtransfer.models import TinyViT
+
+NAMES = list(STRATEGIES)
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(64, 8, 8, 1)).astype(np.float32)
@@ -17,15 +33,11 @@ def _vit():
 
 
 def _prepared(strategy):
-    model = _vit()
-    if strategy == "ssf":
-        model = inject_ssf(model)
-    if strategy == "lora":
-        model = inject_lora(model, rank=2)
-    return model
+    prepare = STRATEGIES[strategy].prepare
+    return _vit() if prepare is None else prepare(_vit())
 
 
-@pytest.mark.parametrize("strategy", ["linear_probe", "bitfit", "ssf", "lora", "full"])
+@pytest.mark.parametrize("strategy", NAMES)
 def test_training_changes_only_the_selected_parameters(strategy):
     model = _prepared(strategy)
     trained, _ = finetune(model, (X, Y), strategy=strategy, epochs=2, batch_size=16, progress=False)
@@ -41,6 +53,40 @@ def test_training_changes_only_the_selected_parameters(strategy):
         for a, b in zip(jax.tree.leaves(chosen_before), jax.tree.leaves(chosen_after), strict=False)
     ]
     assert any(moved), "nothing trained"
+    head_before, head_after = (nnx.state(m, HEAD_PARAMS) for m in (model, trained))
+    assert not jnp.array_equal(head_before["head"]["kernel"][...], head_after["head"]["kernel"][...])  # head trains
+
+
+@pytest.mark.parametrize("strategy", NAMES)
+def test_check_refuses_an_unprepared_model_and_merge_is_exact(strategy):
+    spec = STRATEGIES[strategy]
+    if spec.prepare is not None:  # a strategy that adds parameters refuses a model without them, before training
+        with pytest.raises(ValueError, match="first"):
+            finetune(_vit(), (X, Y), strategy=strategy, progress=False)
+    if spec.merge is None:
+        return
+    trained, _ = finetune(_prepared(strategy), (X, Y), strategy=strategy, epochs=2, batch_size=16, progress=False)
+    merged = spec.merge(trained)
+    # the original architecture (same state paths and shapes as the plain model) and the trained model's outputs
+    plain = jax.tree.map(jnp.shape, nnx.state(_vit(), nnx.Param))
+    assert jax.tree.map(jnp.shape, nnx.state(merged, nnx.Param)) == plain
+    np.testing.assert_allclose(np.asarray(merged(X)), np.asarray(trained(X)), atol=2e-5)  # float32 refolding
+
+
+def test_a_new_strategy_is_one_registration():
+    try:
+        spec = register_strategy(
+            "head_and_norms", nnx.Any(HEAD_PARAMS, nnx.All(nnx.Param, lambda p, _: "norm" in str(p)))
+        )
+        assert STRATEGIES["head_and_norms"] is spec
+        trained, _ = finetune(_vit(), (X, Y), strategy="head_and_norms", epochs=1, batch_size=16, progress=False)
+        assert count_params(trained, "head_and_norms") > count_params(trained, "linear_probe")
+        with pytest.raises(ValueError, match="already registered"):
+            register_strategy("head_and_norms", HEAD_PARAMS)
+    finally:
+        from jaxtransfer.finetune import _strategy
+
+        _strategy._STRATEGIES.pop("head_and_norms", None)
 
 
 def test_trainable_counts():
