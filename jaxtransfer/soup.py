@@ -220,7 +220,8 @@ def learned_soup(
         return jax.tree.map(combine, weights, *ingredients)
 
     tx = optimizer or optax.adamw(0.1)
-    state = tx.init(logits)
+    with jax.numpy_dtype_promotion("standard"):
+        state = tx.init(logits)
 
     @jax.jit
     def step(logits, state):
@@ -229,7 +230,8 @@ def learned_soup(
         return optax.apply_updates(logits, updates), state, loss
 
     for _ in range(steps):
-        logits, state, loss = step(logits, state)
+        with jax.numpy_dtype_promotion("standard"):  # optax mixes its int32 step count with Python floats
+            logits, state, loss = step(logits, state)
         if not bool(jnp.isfinite(loss)):
             raise FloatingPointError("the learned-soup loss became non-finite; lower the learning rate.")
     return mix(logits), mixing_weights(logits)

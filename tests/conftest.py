@@ -1,4 +1,5 @@
-"""Shared test configuration: strict numerics, a float64 context, and bounded hypothesis profiles."""
+"""Shared test configuration: strict numerics (rank and dtype promotion raise), a float64 context, and bounded
+hypothesis profiles."""
 
 import os
 
@@ -27,4 +28,19 @@ settings.load_profile("ci" if os.environ.get("CI") else "default")
 def x64():
     """Runs the test with float64 enabled (jax_enable_x64), restoring the previous state afterwards."""
     with jax.enable_x64(True):
+        yield
+
+
+# Implicit dtype promotion raises in the array core's tests (as in equinox's suite): a score that mixed int32 with
+# float64, or float32 with float64, fails here instead of silently computing in another precision. optax does not
+# run under strict promotion (its int32 step counters meet Python floats), so the tests of what trains with it --
+# the trainer, the models, the experiments -- run under standard promotion (learned_soup switches to standard
+# promotion for its optax steps itself).
+_STANDARD_PROMOTION = {"finetune", "models", "experiments", "test_finetune.py", "test_files.py"}
+
+
+@pytest.fixture(autouse=True)
+def _strict_dtype_promotion(request):
+    uses_optax = _STANDARD_PROMOTION.intersection(request.path.parts)
+    with jax.numpy_dtype_promotion("standard" if uses_optax else "strict"):
         yield

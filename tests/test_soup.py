@@ -125,7 +125,7 @@ def test_learned_soup():
     assert float(loss(soup, (x, target))) < float(loss(uniform_soup([bad, good]), (x, target)))
     # The outputs are linear in theta = (1 - w) bad + w good, so for the outputs of 0.7 bad + 0.3 good the loss is
     # zero exactly at w = 0.3 and the learned weights (default optimiser AdamW, learned temperature) must get there.
-    target_mid = _apply(jax.tree.map(lambda a, b: 0.7 * a + 0.3 * b, bad, good), x)
+    target_mid = _apply({"dense": jax.tree.map(lambda a, b: 0.7 * a + 0.3 * b, bad["dense"], good["dense"])}, x)
     _, w_learned = learned_soup([bad, good], loss, (x, target_mid), steps=400)
     assert float(w_learned[1]) == pytest.approx(0.3, abs=2e-3)
     _, per_leaf = learned_soup([bad, good], loss, (x, target), per_layer=True, steps=50)

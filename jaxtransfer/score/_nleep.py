@@ -32,7 +32,7 @@ def _m_step(z, resp, active):
     means = jnp.matmul(resp.T, z, precision=_HI) / nk[:, None]
     diff = z[None, :, :] - means[:, None, :]  # (M, n, d)
     cov = jnp.einsum("mn,mnd,mne->mde", resp.T, diff, diff, precision=_HI) / nk[:, None, None]
-    scale = jnp.sum(jnp.var(z, axis=0)) / jnp.sum(active)  # the mean over the active axes
+    scale = jnp.sum(jnp.var(z, axis=0)) / jnp.sum(active, dtype=z.dtype)  # the mean over the active axes
     reg = _REG + 100 * jnp.finfo(z.dtype).eps * scale
     cov = cov + reg * jnp.eye(z.shape[1], dtype=z.dtype)[None]
     return nk / z.shape[0], means, cov
@@ -45,7 +45,7 @@ def _log_joint(z, weights, means, cov, active):
     sol = jax.scipy.linalg.solve_triangular(chol, jnp.swapaxes(diff, 1, 2), lower=True)  # (M, d, n)
     maha = jnp.sum(jnp.square(sol), axis=1)  # (M, n)
     logdet = 2 * jnp.sum(jnp.where(active[None], jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)), 0), axis=1)
-    d = jnp.sum(active)
+    d = jnp.sum(active, dtype=z.dtype)
     return (jnp.log(weights)[:, None] - 0.5 * (maha + logdet[:, None] + d * math.log(2 * math.pi))).T
 
 
@@ -163,8 +163,8 @@ def nleep(
         # posteriors as the eager path (which fits k axes), at the cost of larger covariances.
         width = min(f.shape)
         k = components_for_variance(f, variance, concrete=False)
-        active = jnp.arange(width) < k
-        z = pca(f, width) * active[None, :]
+        active = jnp.arange(width, dtype=k.dtype) < k
+        z = pca(f, width) * active.astype(f.dtype)[None, :]
         probs = _fit_posteriors(z, active, jnp.asarray(1e-3, z.dtype), num_components=m, max_iter=100)
         return _checks.finite_result(leep_core(probs, lab, num_classes=c), "nleep")
     z = pca(f, components_for_variance(f, variance))

@@ -162,7 +162,7 @@ def maximize_profile(
     dtype = s.dtype
     eps = jnp.finfo(dtype).eps
     pos = s > 0
-    r = jnp.sum(pos)
+    r = jnp.sum(pos, dtype=dtype)  # the rank, as a float: it enters the bounds below
     ls = jnp.where(pos, jnp.log(jnp.where(pos, s, 1.0)), -jnp.inf)
     full_rank = r == n  # only possible in the dual form (n <= D): the b -> inf edge is finite
     floor = jnp.maximum(r, 1).astype(dtype) * eps * yy

@@ -30,10 +30,10 @@ def _transrate(f, labels, eps, *, num_classes):
     counts = class_counts(labels, num_classes, z.dtype)
 
     def class_rate(k):
-        zk = z * (labels == k)[:, None]
+        zk = z * (labels == k).astype(z.dtype)[:, None]
         return _coding_rate(jnp.matmul(zk.T, zk, precision=_HI), counts[k], eps)
 
-    per_class = jax.lax.map(class_rate, jnp.arange(num_classes))
+    per_class = jax.lax.map(class_rate, jnp.arange(num_classes, dtype=labels.dtype))
     return _coding_rate(jnp.matmul(z.T, z, precision=_HI), n, eps) - jnp.sum(counts / n * per_class)
 
 
