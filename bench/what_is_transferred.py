@@ -1,112 +1,19 @@
-"""The seed "What is being transferred in transfer learning?" (Neyshabur, Sedghi and Zhang, NeurIPS 2020) at small
-scale on real data: two fine-tunings from a pre-trained model (P-T) vs two from a random init (RI-T).
+"""What is being transferred (Neyshabur, Sedghi and Zhang, 2020) on the digits
+(:func:`jaxtransfer.experiments.what_is_transferred`).
 
-Source: scikit-learn digits 0-4 (a tiny ViT pre-trained here). Target: digits 5-9. A P-T pair starts both runs from
-the pre-trained weights; an RI-T pair from two different random inits (the same new head). For each pair: the loss
-barrier on
-the straight line between the two fine-tuned models, the linear CKA of their features, the relative distance of the
-weights from their start; module criticality of a P-T model; and the block-shuffle experiment (the target images cut
-into blocks that are shuffled by one fixed permutation: less visual structure for pre-training to help with).
-
-    python -m bench.what_is_transferred          # ~2 minutes on 2 CPU cores
+    python -m bench.what_is_transferred
 """
 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from flax import nnx
 
 from bench._common import save
-from jaxtransfer.criticality import module_criticality
-from jaxtransfer.data import digits_transfer
-from jaxtransfer.finetune import evaluate, finetune
-from jaxtransfer.landscape import barrier, linear_path
-from jaxtransfer.models import TinyViT
-from jaxtransfer.similarity import cka, param_distance
-
-DIM = 32
-
-
-def _vit(seed: int) -> TinyViT:
-    return TinyViT(8, 1, 2, DIM, 2, 4, 5, rngs=nnx.Rngs(seed))
-
-
-def block_shuffle(images: np.ndarray, block: int, seed: int = 0) -> np.ndarray:
-    """Cuts (n, 8, 8, c) images into block x block tiles and permutes the tiles (one permutation for all images)."""
-    n, h, w, c = images.shape
-    if block >= h:
-        return images
-    tiles = images.reshape(n, h // block, block, w // block, block, c).transpose(0, 1, 3, 2, 4, 5)
-    tiles = tiles.reshape(n, -1, block, block, c)
-    perm = np.random.default_rng(seed).permutation(tiles.shape[1])
-    tiles = tiles[:, perm].reshape(n, h // block, w // block, block, block, c).transpose(0, 1, 3, 2, 4, 5)
-    return tiles.reshape(n, h, w, c)
-
-
-def run(epochs: int = 15, pretrain_epochs: int = 20, grid: int = 11, noise_samples: int = 10, blocks=(8, 4, 2, 1)):
-    data = digits_transfer(seed=0)
-    train, test = data["target_train"], data["target_test"]
-    pretrained, _ = finetune(
-        _vit(0), data["source"], strategy="full", optimizer=optax.adam(1e-3), epochs=pretrain_epochs, progress=False
-    )
-
-    def with_head(model):
-        m = nnx.clone(model)
-        m.head = nnx.Linear(DIM, 5, rngs=nnx.Rngs(1))
-        return m
-
-    starts = {"P-T": with_head(pretrained), "RI-T": with_head(_vit(7))}
-    # The second run of a pair: the same start for P-T (the pre-trained weights), another random init for RI-T.
-    second = {"P-T": starts["P-T"], "RI-T": with_head(_vit(8))}
-    kw = {"strategy": "full", "optimizer": optax.adam(1e-3), "epochs": epochs, "progress": False}
-    graphdef, _, rest = nnx.split(starts["P-T"], nnx.Param, ...)
-    xt, yt = jnp.asarray(test[0]), jnp.asarray(test[1])
-
-    def loss_fn(params, d):
-        logits = nnx.merge(graphdef, params, rest, copy=True)(d[0])
-        return optax.softmax_cross_entropy_with_integer_labels(logits, d[1]).mean()
-
-    out = {"pairs": {}}
-    for name, start in starts.items():
-        m1, _ = finetune(start, train, seed=0, **kw)
-        m2, _ = finetune(second[name], train, seed=1, **kw)
-        p0, p1, p2 = (nnx.state(m, nnx.Param) for m in (start, m1, m2))
-        path = linear_path(loss_fn, p1, p2, (xt, yt), num=11)
-        height, where = barrier(path)
-        out["pairs"][name] = {
-            "test_accuracy": [evaluate(m1, test)["accuracy"], evaluate(m2, test)["accuracy"]],
-            "barrier": height,
-            "barrier_at": where,
-            "path": path.losses.tolist(),
-            "cka": float(cka(m1.features(xt), m2.features(xt))),
-            "relative_distance_from_start": param_distance(p0, p1, per_leaf=False)["relative"],
-            "distance_between_pair": param_distance(p1, p2, per_leaf=False)["total"],
-        }
-        if name == "P-T":
-            modules = {"patch_embed": "patch_embed", "blocks.0": "blocks.0", "blocks.1": "blocks.1", "head": "head"}
-            crit = module_criticality(
-                loss_fn, p0, p1, (xt, yt), modules, alphas=np.linspace(0, 1, grid),
-                sigmas=np.logspace(-16, 0, grid), num_samples=noise_samples,
-            )  # fmt: skip
-            out["criticality"] = crit.to_dict()
-    shuffle = []
-    for b in blocks:
-        shuffled_train = (block_shuffle(train[0], b), train[1])
-        shuffled_test = (block_shuffle(test[0], b), test[1])
-        accs = {
-            n: evaluate(finetune(s, shuffled_train, seed=0, **kw)[0], shuffled_test)["accuracy"]
-            for n, s in starts.items()
-        }
-        shuffle.append({"block": b, **accs, "gap": accs["P-T"] - accs["RI-T"]})
-    out["block_shuffle"] = shuffle
-    return out
+from jaxtransfer.experiments import what_is_transferred
 
 
 def main() -> None:
-    out = run()
+    out = what_is_transferred()
     for name, p in out["pairs"].items():
         print(
             f"{name:<5} test acc {p['test_accuracy']}, barrier {p['barrier']:.4f} at l={p['barrier_at']:.2f}, "

@@ -28,7 +28,14 @@ __all__ = ["Criticality", "dotted_path", "module_criticality"]
 
 
 def dotted_path(path) -> str:
-    """``blocks.0.attn.query.kernel`` for a JAX key path (dict keys, sequence indices, attributes)."""
+    """``blocks.0.attn.query.kernel`` for a JAX key path (dict keys, sequence indices, attributes).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxtransfer.criticality import dotted_path
+        >>> [dotted_path(p) for p, _ in jax.tree_util.tree_leaves_with_path({'blocks': [{'w': jnp.ones(1)}]})]
+        ['blocks.0.w']
+    """
     parts = []
     for k in path:
         for attr in ("key", "idx", "name"):
@@ -89,6 +96,18 @@ def module_criticality(
         theta_init, theta_final: parameters before and after training (identical structure).
         modules: name -> dotted-path prefix (e.g. ``"blocks.0"``) or predicate ``path -> bool``.
         eps, alphas, sigmas, num_samples: the threshold and the grid (defaults: the reference 11 x 11, 10 samples).
+
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxtransfer.criticality import module_criticality
+        >>> def loss(p, data):  # only 'used' matters
+        ...     return 1.0 + jnp.sum(jnp.square(p['used'] - 1.0))
+        >>> init = {'used': jnp.zeros(2), 'unused': jnp.zeros(2)}
+        >>> final = {'used': jnp.ones(2), 'unused': jnp.ones(2)}
+        >>> crit = module_criticality(loss, init, final, None, {'used': 'used', 'unused': 'unused'})
+        >>> crit.to_dict()['unused'], crit.to_dict()['used'] > 0
+        (0.0, True)
 
     Raises:
         ValueError: mismatched pytrees, a module that selects no leaf, eps < 0, a final loss that is not > 0,

@@ -26,6 +26,13 @@ __all__ = ["Path", "Plane", "barrier", "interpolate", "linear_path", "plane", "r
 def interpolate(theta_a, theta_b, lam):
     """(1 - lam) theta_a + lam theta_b on the floating-point leaves (lam may be traced).
 
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxtransfer.landscape import interpolate
+        >>> interpolate({'w': np.array([0.0, 2.0])}, {'w': np.array([4.0, 2.0])}, 0.25)['w'].tolist()
+        [1.0, 2.0]
+
     Raises:
         ValueError: the pytrees differ in structure, shape (even where they would broadcast) or dtype; a
             concrete ``lam`` or leaf is NaN/Inf.
@@ -103,6 +110,16 @@ def linear_path(
             -0.5..1.5).
         chunk: how many coefficients are evaluated at once under ``vmap``.
 
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxtransfer.landscape import barrier, linear_path
+        >>> def loss(p, data):  # two minima, at w = -1 and w = 1
+        ...     return jnp.square(jnp.square(p['w']) - 1.0)
+        >>> path = linear_path(loss, {'w': jnp.array(-1.0)}, {'w': jnp.array(1.0)}, None, num=5)
+        >>> [round(float(v), 3) for v in path.losses]
+        [0.0, 0.562, 1.0, 0.562, 0.0]
+
     Raises:
         ValueError: mismatched pytrees, coefficients outside [0, 1] without ``extrapolate``, num < 2.
     """
@@ -129,6 +146,12 @@ def barrier(path: Path) -> tuple[float, float]:
     """Height and location of the loss barrier: max over l of loss(l) - ((1 - l) loss(0) + l loss(1)).
 
     The path must contain l = 0 and l = 1. A height <= 0 means the two endpoints are linearly connected.
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxtransfer.landscape import Path, barrier
+        >>> barrier(Path(np.linspace(0, 1, 5), np.array([0.0, 0.5, 1.0, 0.5, 0.0])))
+        (1.0, 0.5)
     """
     lams, losses = np.asarray(path.lams, np.float64), np.asarray(path.losses, np.float64)
     if lams.ndim != 1 or losses.shape != lams.shape:
@@ -153,6 +176,14 @@ def random_directions(theta, key: jax.Array, *, normalize: str | None = "filter"
     ``normalize="filter"``: for every output filter f of every kernel (the last axis, as in Flax),
     d_f <- d_f ||w_f|| / (||d_f|| + 1e-10); leaves with one dimension (biases, norm scales) are zeroed.
     ``"layer"``: the same over whole leaves. ``None``: raw Gaussian. Non-float leaves are zero.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, numpy as np
+        >>> from jaxtransfer.landscape import random_directions
+        >>> theta = {'w': jnp.ones((3, 2)), 'b': jnp.ones(2)}
+        >>> d = random_directions(theta, jax.random.key(0))
+        >>> np.linalg.norm(np.asarray(d['w']), axis=0).round(4).tolist(), d['b'].tolist()
+        ([1.732100009918213, 1.732100009918213], [0.0, 0.0])
     """
     if normalize not in ("filter", "layer", None):
         raise ValueError(f"normalize must be 'filter', 'layer' or None; got {normalize!r}.")
@@ -213,6 +244,16 @@ def plane(
 
     Either ``points=(theta_1, theta_2)`` (u = theta_1 - theta_0, v = theta_2 - theta_0: the plane through three
     models; use span (-0.5, 1.5)) or ``directions=(d_1, d_2)`` (e.g. two :func:`random_directions`).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxtransfer.landscape import plane
+        >>> def loss(p, data):
+        ...     return jnp.sum(jnp.square(p['w']))
+        >>> t0, t1, t2 = ({'w': jnp.array(v)} for v in ([0.0, 0.0], [1.0, 0.0], [0.0, 1.0]))
+        >>> grid = plane(loss, t0, None, points=(t1, t2), grid=(3, 3), span=(0.0, 1.0))
+        >>> grid.losses.round(3).tolist()
+        [[0.0, 0.25, 1.0], [0.25, 0.5, 1.25], [1.0, 1.25, 2.0]]
     """
     if (points is None) == (directions is None):
         raise ValueError("pass exactly one of points=(theta_1, theta_2) or directions=(d_1, d_2).")

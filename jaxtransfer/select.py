@@ -31,6 +31,16 @@ class Ranking:
         scores: score name -> values, aligned with ``models``.
         seconds: score name -> wall time of each model's score, aligned with ``models``.
         primary: the score the rows are sorted by.
+
+    Example:
+        >>> import numpy as np
+        >>> import jaxtransfer as jt
+        >>> rng = np.random.default_rng(0)
+        >>> labels = np.arange(60) % 3
+        >>> features = rng.normal(size=(60, 4)) + 2 * np.eye(3, 4)[labels]
+        >>> ranking = jt.rank({'a': features, 'b': features[:, :1]}, labels)
+        >>> ranking.best, ranking.to_dict()['rows'][0]['model']
+        ('a', 'a')
     """
 
     models: tuple[str, ...]
@@ -130,6 +140,18 @@ def rank(
     Returns:
         A :class:`Ranking`.
 
+
+    Example:
+        >>> import numpy as np
+        >>> import jaxtransfer as jt
+        >>> rng = np.random.default_rng(0)
+        >>> labels = np.arange(60) % 3
+        >>> features = rng.normal(size=(60, 4)) + 2 * np.eye(3, 4)[labels]
+        >>> zoo = {'strong': features, 'weak': rng.normal(size=(60, 4))}
+        >>> ranking = jt.rank(zoo, labels, score=['logme', 'hscore'])
+        >>> ranking.models
+        ('strong', 'weak')
+
     Raises:
         ValueError: no models, an unknown score, or a score that fails on a model (the message names it).
     """
@@ -180,6 +202,12 @@ def weighted_tau(scores, ground_truth) -> float:
 
     Returns:
         tau_w as a Python float.
+
+
+    Example:
+        >>> import jaxtransfer as jt
+        >>> jt.weighted_tau([0.9, 0.5, 0.1], [80.0, 70.0, 75.0])
+        0.5454545454545454
 
     Raises:
         ValueError: on fewer than 2 models, different lengths or model names, or NaN/Inf.

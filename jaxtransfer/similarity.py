@@ -63,6 +63,14 @@ def cka(x, y, *, kernel: str = "linear", sigma_fraction: float = 1.0) -> jax.Arr
         x: (n, p), y: (n, q) features.
         kernel: ``"linear"`` (invariant to orthogonal maps and isotropic scaling, not to arbitrary invertible maps)
             or ``"rbf"`` with bandwidth sigma = ``sigma_fraction`` x the median pairwise distance.
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxtransfer.similarity import cka
+        >>> x = np.random.default_rng(0).normal(size=(50, 8))
+        >>> q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(8, 8)))  # a rotation
+        >>> round(float(cka(x, 3 * x @ q)), 6), round(float(cka(x, np.random.default_rng(2).normal(size=(50, 8)))), 2)
+        (1.0, 0.16)
     """
     if kernel not in ("linear", "rbf"):
         raise ValueError(f"kernel must be 'linear' or 'rbf'; got {kernel!r}.")
@@ -105,6 +113,14 @@ def minibatch_cka(batches: Iterable) -> jax.Array:
     CKA = sum_b HSIC_1(K_b, L_b) / sqrt(sum_b HSIC_1(K_b, K_b) sum_b HSIC_1(L_b, L_b)) with the unbiased HSIC_1,
     so it converges to the full-data linear CKA as batches accumulate, in O(m^2) memory.
 
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxtransfer.similarity import minibatch_cka
+        >>> x = np.random.default_rng(0).normal(size=(200, 8))
+        >>> round(float(minibatch_cka((x[i : i + 50], 2 * x[i : i + 50]) for i in range(0, 200, 50))), 6)
+        1.0
+
     Raises:
         ValueError: a batch that is not a pair, batches of unequal size or under 4 samples, or a denominator term
             <= 0 (constant features, or an unbiased estimate that came out non-positive on few tiny batches).
@@ -138,6 +154,13 @@ def param_distance(theta_a, theta_b, *, per_leaf: bool = True) -> dict:
     """l2 distances between two parameter pytrees: ``{"total": ..., "relative": ||a - b|| / ||a||, "leaves": {...}}``.
 
     ``leaves`` maps each leaf's key path to its (l2, relative) pair when ``per_leaf``.
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxtransfer.similarity import param_distance
+        >>> d = param_distance({'w': np.array([3.0, 0.0])}, {'w': np.array([0.0, 4.0])})
+        >>> sorted(d)
+        ['leaves', 'relative', 'total']
     """
     theta_a, theta_b = as_arrays(theta_a), as_arrays(theta_b)
     check_same(theta_a, theta_b, names=("theta_a", "theta_b"))

@@ -49,6 +49,13 @@ def uniform_soup(ingredients: Iterable) -> object:
     Returns:
         A pytree like the first ingredient.
 
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxtransfer.soup import uniform_soup
+        >>> uniform_soup([{'w': np.array([1.0, 2.0])}, {'w': np.array([3.0, 6.0])}])['w'].tolist()
+        [2.0, 4.0]
+
     Raises:
         ValueError: empty input, or an ingredient differing in structure, shape or dtype, or non-finite (the message
             names the ingredient and the leaf).
@@ -245,7 +252,15 @@ def _stack(ingredients: Sequence) -> object:
 
 
 def evaluate_many(apply_fn: Callable, ingredients: Sequence, data) -> jax.Array:
-    """Outputs of every ingredient on ``data`` with one ``vmap`` over the stacked ingredients: (K, ...)."""
+    """Outputs of every ingredient on ``data`` with one ``vmap`` over the stacked ingredients: (K, ...).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxtransfer.soup import evaluate_many
+        >>> ingredients = [{'w': jnp.array(1.0)}, {'w': jnp.array(3.0)}]
+        >>> evaluate_many(lambda p, x: p['w'] * x, ingredients, jnp.array([1.0, 2.0])).tolist()
+        [[1.0, 2.0], [3.0, 6.0]]
+    """
     ingredients = list(ingredients)
     if not ingredients:
         raise ValueError("evaluate_many needs at least one ingredient.")
@@ -253,7 +268,15 @@ def evaluate_many(apply_fn: Callable, ingredients: Sequence, data) -> jax.Array:
 
 
 def ensemble(apply_fn: Callable, ingredients: Sequence) -> Callable:
-    """The logit ensemble baseline: ``x -> mean_k apply_fn(theta_k, x)`` (K forward passes per input)."""
+    """The logit ensemble baseline: ``x -> mean_k apply_fn(theta_k, x)`` (K forward passes per input).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxtransfer.soup import ensemble
+        >>> predict = ensemble(lambda p, x: p['w'] * x, [{'w': jnp.array(1.0)}, {'w': jnp.array(3.0)}])
+        >>> predict(jnp.array([1.0, 2.0])).tolist()
+        [2.0, 4.0]
+    """
     ingredients = list(ingredients)
     if not ingredients:
         raise ValueError("ensemble needs at least one ingredient.")

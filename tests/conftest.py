@@ -36,7 +36,7 @@ def x64():
 # run under strict promotion (its int32 step counters meet Python floats), so the tests of what trains with it --
 # the trainer, the models, the experiments -- run under standard promotion (learned_soup switches to standard
 # promotion for its optax steps itself).
-_STANDARD_PROMOTION = {"finetune", "models", "experiments", "test_finetune.py", "test_files.py"}
+_STANDARD_PROMOTION = {"finetune", "models", "experiments", "test_finetune.py", "test_files.py", "test_readme.py"}
 
 
 @pytest.fixture(autouse=True)
@@ -44,3 +44,19 @@ def _strict_dtype_promotion(request):
     uses_optax = _STANDARD_PROMOTION.intersection(request.path.parts)
     with jax.numpy_dtype_promotion("standard" if uses_optax else "strict"):
         yield
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """On CI (CI=true) a skipped test is a failure: CI installs torch and the data wheels, so every skip there means
+    a test that was meant to run did not."""
+    if not os.environ.get("CI"):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if skipped:
+        reporter.write_line(f"CI: {len(skipped)} test(s) skipped that CI must run:", red=True)
+        for report in skipped[:20]:
+            reporter.write_line(
+                f"  {report.nodeid}: {report.longrepr[-1] if isinstance(report.longrepr, tuple) else ''}"
+            )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

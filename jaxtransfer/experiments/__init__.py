@@ -13,6 +13,8 @@ from jaxtransfer.experiments._benchmark import (
     summary_table,
 )
 from jaxtransfer.experiments._demo import digits_feature_maps, run_demo, run_feature_demo
+from jaxtransfer.experiments._regularizers import regularizer_study
+from jaxtransfer.experiments._what_is_transferred import what_is_transferred
 from jaxtransfer.experiments._zoo import (
     CI_ZOO,
     FULL_ZOO,
@@ -37,10 +39,12 @@ __all__ = [
     "digits_feature_maps",
     "finetune_accuracy",
     "model_selection",
+    "regularizer_study",
     "run_demo",
     "run_feature_demo",
     "score_features",
     "source_task",
     "summary_table",
     "target_task",
+    "what_is_transferred",
 ]

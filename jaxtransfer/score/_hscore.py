@@ -44,6 +44,16 @@ def ledoit_wolf_shrinkage(features) -> jax.Array:
     with x_i the centred rows and mu = tr(S) / D (Ledoit and Wolf, 2004). Invariant to the feature scale (the
     features are rescaled by a power of two first, so no product overflows).
 
+
+    Example:
+        >>> import numpy as np
+        >>> import jaxtransfer as jt
+        >>> rng = np.random.default_rng(0)
+        >>> labels = np.arange(60) % 3
+        >>> features = rng.normal(size=(60, 4)) + 2 * np.eye(3, 4)[labels]
+        >>> round(float(jt.ledoit_wolf_shrinkage(features)), 3)
+        0.358
+
     Raises:
         ValueError: features not (n, D) with n >= 2, or with NaN/Inf.
     """

@@ -44,6 +44,16 @@ def logme_many(
 
     Returns:
         (M,) scores in the order of ``features``.
+
+    Example:
+        >>> import numpy as np
+        >>> import jaxtransfer as jt
+        >>> rng = np.random.default_rng(0)
+        >>> labels = np.arange(60) % 3
+        >>> features = rng.normal(size=(60, 4)) + 2 * np.eye(3, 4)[labels]
+        >>> scores = jt.logme_many([features, features[:, :2], rng.normal(size=(60, 4))], labels)
+        >>> [round(float(s), 3) for s in scores]
+        [-0.52, -0.547, -0.869]
     """
     if isinstance(features, np.ndarray | jax.Array) or not isinstance(features, Sequence) or not features:
         raise TypeError("features must be a non-empty list of (n, D) arrays, one per model.")

