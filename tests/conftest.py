@@ -9,6 +9,10 @@ from hypothesis import HealthCheck, settings
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
+# The scripts that made the fixtures (they need sentence-transformers or torch, and write files): not collected by
+# --doctest-modules.
+collect_ignore_glob = ["*/fixtures/*.py"]
+
 settings.register_profile(
     "default",
     max_examples=20,
