@@ -36,3 +36,23 @@ def test_parc_rejects_one_dimension():
         parc(f, y, pca_dim=1)
     with pytest.raises(ValueError, match="at least 2 feature dimensions"):
         parc(f[:, :1], y)
+
+
+def test_exactly_tied_dissimilarities_are_ties_whatever_the_row_order(x64):
+    """With 2-D features every sample correlation is +-1 exactly, so the feature dissimilarities take two values;
+    rounding left them a few ulps apart in an order set by the rows, and PARC moved by 7 points under a row
+    permutation. Ties within 64 eps are ranks averaged, as scipy's spearmanr does for exact ties (the reference
+    rounds the dissimilarities to 8 decimals, restoring the exact ties)."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 5)
+    f = rng.normal(size=(10, 2)) + np.array([[0.0, 0.0], [1.0, 1.0]])[y]
+    z = (f - f.mean(0)) / f.std(0)
+    rows, cols = np.triu_indices(10, 1)
+    feature = np.round((1 - np.corrcoef(z))[rows, cols], 8)
+    label = (y[rows] != y[cols]).astype(float)
+    expected = 100 * spearmanr(feature, label).statistic
+    perm = rng.permutation(10)
+    assert float(parc(f, y)) == pytest.approx(expected, rel=1e-10)
+    assert float(parc(f[perm], y[perm])) == pytest.approx(expected, rel=1e-10)
