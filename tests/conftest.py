@@ -8,6 +8,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# Multi-device code is tested in process on 8 CPU devices; single-device code runs on the first, as everywhere.
+jax.config.update("jax_num_cpu_devices", 8)
 
 # The scripts that made the fixtures (they need sentence-transformers or torch, and write files): not collected by
 # --doctest-modules.

@@ -14,7 +14,7 @@ def transrate_oracle(f, y, eps=1e-4):
     n, d = z.shape
 
     def rate(zz, count):
-        lu, piv = linalg.lu_factor(np.eye(d) + zz.T @ zz / (count * eps))
+        lu, _ = linalg.lu_factor(np.eye(d) + zz.T @ zz / (count * eps))
         return 0.5 * np.sum(np.log(np.abs(np.diag(lu))))
 
     conditional = sum(np.sum(y == k) / n * rate(z[y == k], np.sum(y == k)) for k in range(y.max() + 1))

@@ -1,0 +1,45 @@
+"""logme_many equals a loop of logme, groups models by width, compiles once per width, and names a bad model."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from jaxtransfer.score import logme, logme_many
+
+
+def test_logme_many_equals_loop_and_groups_by_width(x64):
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 4, 150)
+    models = [rng.normal(size=(150, d)) + s * y[:, None] for d, s in [(8, 1.0), (16, 0.1), (8, 0.5), (200, 0.3)]]
+    got = np.asarray(logme_many(models, y))
+    expected = [float(logme(f, y)) for f in models]
+    np.testing.assert_allclose(got, expected, rtol=1e-9)
+
+
+def test_logme_many_does_not_recompile_on_a_second_call():
+    from jaxtransfer.score import _many as distributed
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 100)
+    models = [rng.normal(size=(100, 10)) for _ in range(3)]
+    logme_many(models, y)
+    before = distributed._many._cache_size()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        logme_many([m + 1 for m in models], y)
+    assert distributed._many._cache_size() == before
+
+
+def test_logme_many_errors():
+    y = np.arange(20) % 2
+    with pytest.raises(TypeError, match="non-empty list"):
+        logme_many(np.ones((20, 3)), y)
+    with pytest.raises(TypeError, match="non-empty list"):
+        logme_many([], y)
+    with pytest.raises(ValueError, match=r"features\[1\] has 19 samples"):
+        logme_many([np.ones((20, 3)), np.ones((19, 3))], y)
+    bad = np.ones((20, 3))
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"features\[1\] contains 1 NaN"):
+        logme_many([np.ones((20, 3)), bad], y)
