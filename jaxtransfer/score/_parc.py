@@ -56,11 +56,16 @@ def _pearson(a, b):
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "pca_dim"))
 def _parc(f, labels, *, num_classes, pca_dim):
-    if pca_dim is not None and f.shape[1] > pca_dim:
-        f = pca(f, pca_dim)
-    std = jnp.std(f, axis=0, keepdims=True)
-    f = (f - jnp.mean(f, axis=0, keepdims=True)) / jnp.where(std > 0, std, 1.0)
     n = f.shape[0]
+    if pca_dim is not None and f.shape[1] > pca_dim:
+        # Centred, the n rows span at most n - 1 directions: principal axes past that are zero in exact arithmetic
+        # and rounding noise in practice, which standardising below would blow up to unit variance (and make the
+        # score depend on the order of the rows). Keep at most n - 1 axes.
+        f = pca(f, min(pca_dim, n - 1))
+    std = jnp.std(f, axis=0, keepdims=True)
+    # a column at rounding level of the largest (a direction the data does not span) carries no signal: zero it
+    signal = std > 64 * jnp.finfo(f.dtype).eps * jnp.max(std)
+    f = jnp.where(signal, (f - jnp.mean(f, axis=0, keepdims=True)) / jnp.where(signal, std, 1.0), 0.0)
     rows, cols = jnp.triu_indices(n, 1)
     feature_dissimilarity = (1 - _row_correlation(f))[rows, cols]
     # Rows of the one-hot label matrix correlate 1 within a class and -1/(C-1) across classes.
