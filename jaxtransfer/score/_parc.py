@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
+
+from jax.scipy.stats import rankdata
 
 from jaxtransfer import _checks
 from jaxtransfer.score._linalg import pca
@@ -30,25 +33,6 @@ def _unit(a):
     return a / jnp.linalg.norm(a)
 
 
-def _tied_ranks(x, rel_tol):
-    """Average ranks (1-based) of x, with values within ``rel_tol * max|x|`` of their sorted neighbour tied.
-
-    Values that are equal in exact arithmetic come out of floating point a few ulps apart, in an order that depends
-    on the order of the samples (e.g. every sample correlation of 2-D features is +-1): ranking them as distinct
-    made PARC change by 7 points when the rows were permuted. Ties are chains of sorted neighbours closer than
-    the tolerance; each gets the mean of its ranks, as scipy's ``rankdata(method="average")`` gives exact ties.
-    """
-    order = jnp.argsort(x)
-    s = x[order]
-    tol = rel_tol * jnp.max(jnp.abs(x))
-    group = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum((jnp.diff(s) > tol).astype(jnp.int32))])
-    positions = jnp.arange(1, x.shape[0] + 1, dtype=x.dtype)
-    total = jax.ops.segment_sum(positions, group, num_segments=x.shape[0])
-    count = jax.ops.segment_sum(jnp.ones_like(positions), group, num_segments=x.shape[0])
-    ranks_sorted = (total / jnp.maximum(count, 1))[group]
-    return jnp.zeros_like(ranks_sorted).at[order].set(ranks_sorted)
-
-
 def _pearson(a, b):
     """Pearson correlation of two long vectors (n^2 / 2 ranks: their sums of squares overflow float32 as such)."""
     return jnp.sum(_unit(a) * _unit(b))
@@ -71,8 +55,14 @@ def _parc(f, labels, *, num_classes, pca_dim):
     # Rows of the one-hot label matrix correlate 1 within a class and -1/(C-1) across classes.
     same = labels[rows] == labels[cols]
     label_dissimilarity = jnp.where(same, 0.0, 1.0 + 1.0 / (num_classes - 1)).astype(f.dtype)
-    tol = 64 * jnp.finfo(f.dtype).eps  # rounding of a correlation of standardised rows: a few eps
-    return 100 * _pearson(_tied_ranks(feature_dissimilarity, tol), _tied_ranks(label_dissimilarity, tol))
+    # Dissimilarities that are 0 or 2 in exact arithmetic (correlations of +-1: duplicated rows, or every pair when
+    # D = 2) come out of floating point a few ulps apart in an order set by the rows; ranked as distinct, they made
+    # PARC move by 7 points under a row permutation. Snap them to their exact value, so that they tie (average
+    # ranks, as scipy's spearmanr); other exact ties have probability zero.
+    tol = 64 * jnp.finfo(f.dtype).eps * math.sqrt(f.shape[1])
+    d = feature_dissimilarity
+    d = jnp.where(jnp.abs(d) <= tol, 0.0, jnp.where(jnp.abs(d - 2) <= tol, 2.0, d)).astype(d.dtype)
+    return 100 * _pearson(rankdata(d), rankdata(label_dissimilarity))
 
 
 @register_score(reference="Bolya, Mittapalli and Hoffman, NeurIPS 2021")

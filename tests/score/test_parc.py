@@ -41,7 +41,7 @@ def test_parc_rejects_one_dimension():
 def test_exactly_tied_dissimilarities_are_ties_whatever_the_row_order(x64):
     """With 2-D features every sample correlation is +-1 exactly, so the feature dissimilarities take two values;
     rounding left them a few ulps apart in an order set by the rows, and PARC moved by 7 points under a row
-    permutation. Ties within 64 eps are ranks averaged, as scipy's spearmanr does for exact ties (the reference
+    permutation. Values within 64 sqrt(D) eps of 0 or 2 are snapped, and tie as in scipy's spearmanr (the reference
     rounds the dissimilarities to 8 decimals, restoring the exact ties)."""
     from scipy.stats import spearmanr
 
