@@ -66,3 +66,12 @@ def pytest_sessionfinish(session, exitstatus):
                 f"  {report.nodeid}: {report.longrepr[-1] if isinstance(report.longrepr, tuple) else ''}"
             )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code():
+    """Drops JAX's compilation caches after each test module. Every compiled CPU executable holds memory mappings,
+    and the suite compiles thousands of shapes: without this one process passed Linux's default limit of 65530
+    mappings (vm.max_map_count) near the end of the run and LLVM segfaulted while compiling."""
+    yield
+    jax.clear_caches()

@@ -7,7 +7,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-
 from jax.scipy.stats import rankdata
 
 from jaxtransfer import _checks

@@ -10,6 +10,7 @@ import importlib
 import itertools
 import warnings
 
+import hypothesis
 import hypothesis.extra.numpy as hnp
 import jax
 import jax.numpy as jnp
@@ -195,7 +196,11 @@ def test_vmap_over_targets_equals_loop(x64, shape, seed):
 def test_float32_close_to_float64(shape, seed):
     n, d, c = shape
     f, labels = _classification_data(seed, max(n, c), d, c)
-    single = float(logme(f.astype(np.float32), labels, **PROP))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        single = float(logme(f.astype(np.float32), labels, **PROP))
+    # n = D: a target can be fit exactly to float32 precision (flagged; its value is then set by the precision)
+    hypothesis.assume(not any("linear functions of the features" in str(w.message) for w in caught))
     with jax.enable_x64(True):
         double = float(logme(f, labels, **PROP))
     assert single == pytest.approx(double, rel=1e-3, abs=1e-4)
