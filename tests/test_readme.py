@@ -47,7 +47,7 @@ def _placeholders(tmp_path: Path) -> dict:
 
     task = digits_transfer(seed=0)
     (x_train, y_train), (x_val, y_val) = task["target_train"], task["target_test"]
-    x_train, y_train, x_val, y_val = x_train[:256], y_train[:256], x_val[:48], y_val[:48]  # small: a smoke run
+    x_train, y_train, x_val, y_val = x_train[:128], y_train[:128], x_val[:32], y_val[:32]  # small: a smoke run
     vit = TinyViT(8, 1, 2, 32, 2, 4, num_outputs=5, rngs=nnx.Rngs(0))
 
     def apply_fn(params, x):
@@ -93,7 +93,7 @@ def _placeholders(tmp_path: Path) -> dict:
         "x": jnp.asarray(x_val[:8]),
         "start_model": vit,
         "model": vit,
-        "data": (x_train[:64], y_train[:64]),
+        "data": (x_train[:16], y_train[:16]),
         "theta_a": thetas[0],
         "theta_b": thetas[1],
         "theta": thetas[0],

@@ -16,7 +16,7 @@ SCORES = {name: s for name, s in REGISTRY.items() if s.input == "features"}  # f
 
 @pytest.mark.parametrize("name", SCORES)
 @given(problem=classification_problems(), perm_seed=st.integers(0, 2**16))
-@settings(max_examples=5)
+@settings(max_examples=3)
 def test_invariant_to_permuting_samples(x64, name, problem, perm_seed):
     """Over n < D and n > D, imbalance, scales 1e-6..1e6 and ill-conditioned columns: the order of the samples
     changes the summation order only: bound 1e-9 relative. (This found PARC ranking exactly tied dissimilarities by
@@ -32,7 +32,7 @@ def test_invariant_to_permuting_samples(x64, name, problem, perm_seed):
 
 @pytest.mark.parametrize("name", SCORES)
 @given(problem=classification_problems(), relabel_seed=st.integers(0, 2**16))
-@settings(max_examples=5)
+@settings(max_examples=3)
 def test_invariant_to_relabelling_classes(x64, name, problem, relabel_seed):
     f, y = problem
     relabel = np.random.default_rng(relabel_seed).permutation(y.max() + 1)
