@@ -93,7 +93,7 @@ def _placeholders(tmp_path: Path) -> dict:
         "x": jnp.asarray(x_val[:8]),
         "start_model": vit,
         "model": vit,
-        "data": (x_train[:16], y_train[:16]),
+        "data": (x_train[:64], y_train[:64]),  # the README fine-tunes on it with batch_size 64
         "theta_a": thetas[0],
         "theta_b": thetas[1],
         "theta": thetas[0],

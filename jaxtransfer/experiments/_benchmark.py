@@ -225,12 +225,13 @@ def summary_table(report: dict) -> str:
             lines.append(f"{i:>4}  {n:<22}{rows[n]['scores'][primary]:>9.4f}{gt:>12.4f}{truth_rank[n]:>7}")
         lines.append("")
     width = max(12, *(len(t) + 8 for t in report["targets"]))
-    header = f"{'score':<12}" + "".join(f"{'tau_w ' + t:>{width}}" for t in report["targets"])
+    name_width = max(12, *(len(s) + 2 for s in scores))  # registered names can be long (hscore_regularized)
+    header = f"{'score':<{name_width}}" + "".join(f"{'tau_w ' + t:>{width}}" for t in report["targets"])
     header += f"{'mean tau_w':>12}{'top-1':>7}{'speed-up':>10}"
     lines.append(header)
     n_targets = len(report["targets"])
     for s in sorted(scores, key=lambda s: -report["summary"][s]["mean_weighted_tau"]):
-        row = f"{s:<12}" + "".join(
+        row = f"{s:<{name_width}}" + "".join(
             f"{t['agreement'][s]['weighted_tau']:>{width}.3f}" for t in report["targets"].values()
         )
         summ = report["summary"][s]
