@@ -49,7 +49,13 @@ def dotted_path(path) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Criticality:
-    """Per-module criticality, with the loss of the final model and the settings used."""
+    """Per-module criticality, with the loss of the final model and the settings used.
+
+    Example:
+        >>> c = Criticality(("blocks.0", "head"), (0.0, 1.5), final_loss=0.1, eps=0.01)
+        >>> c.to_dict()
+        {'blocks.0': 0.0, 'head': 1.5}
+    """
 
     modules: tuple[str, ...]
     values: tuple[float, ...]

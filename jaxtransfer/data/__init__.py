@@ -1,4 +1,5 @@
-"""Real datasets shipped inside installed packages (nothing is downloaded) and splits; numpy only (no Flax).
+"""Real datasets shipped inside installed packages (nothing is downloaded) and splits: numpy, and jax for the
+EfficientNet resize; no Flax.
 
 Feature extraction needs a model, so it lives in :mod:`jaxtransfer.models` (``jaxtransfer.data.extract_features``
 still works, loading it on first use).
@@ -15,7 +16,12 @@ DATASETS = {"digits": digits, "mnist_5k": mnist_5k, "bbc_news": bbc_news, "twitt
 
 
 def load_dataset(name: str, **kwargs) -> Dataset:
-    """``DATASETS[name](**kwargs)``: "digits", "mnist_5k", "bbc_news" or "twitter_sentiment"."""
+    """``DATASETS[name](**kwargs)``: "digits", "mnist_5k", "bbc_news" or "twitter_sentiment".
+
+    Example:
+        >>> load_dataset("digits", max_per_class=5)
+        Dataset('digits', x(50, 8, 8, 1), 10 classes, train=30, val=10, test=10)
+    """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; available: {sorted(DATASETS)}.")
     return DATASETS[name](**kwargs)

@@ -29,6 +29,12 @@ def stratified_split(
 
     Raises:
         ValueError: labels not 1-D or empty, bad fractions, or a class with fewer than 3 samples.
+
+    Example:
+        >>> import numpy as np
+        >>> split = stratified_split(np.array([0, 0, 0, 1, 1, 1, 1, 1, 1]))
+        >>> {k: v.tolist() for k, v in split.items()}
+        {'train': [2, 5, 6, 7, 8], 'val': [0, 4], 'test': [1, 3]}
     """
     try:
         fractions = tuple(float(f) for f in fractions)
@@ -62,6 +68,15 @@ def stratified_split(
 class Dataset:
     """Samples ``x`` (an array of images, or an object array of strings), int32 labels ``y``, class names and a
     fixed split (``splits["train" | "val" | "test"]``: index arrays). ``ds.part("train")`` is ``(x, y)`` of a part.
+
+    Example:
+        >>> from jaxtransfer.data import digits
+        >>> ds = digits(max_per_class=5)
+        >>> ds
+        Dataset('digits', x(50, 8, 8, 1), 10 classes, train=30, val=10, test=10)
+        >>> x, y = ds.part("val")
+        >>> x.shape, y.dtype.name, ds.num_classes
+        ((10, 8, 8, 1), 'int32', 10)
     """
 
     name: str

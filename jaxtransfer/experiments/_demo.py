@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from jaxtransfer.data import load_digits
+from jaxtransfer.experiments._zoo import CI_ZOO, ZooModel, build_zoo, target_task
 from jaxtransfer.score import logme
 from jaxtransfer.select import weighted_tau
 
@@ -27,7 +29,14 @@ __all__ = ["digits_feature_maps", "run_demo", "run_feature_demo"]
 
 
 def digits_feature_maps(images: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarray]:
-    """Candidate feature extractors for the digits, from weak to strong. ``images``: (n, 8, 8) in [0, 1]."""
+    """Candidate feature extractors for the digits, from weak to strong. ``images``: (n, 8, 8) in [0, 1].
+
+    Example:
+        >>> from jaxtransfer.data import load_digits
+        >>> maps = digits_feature_maps(load_digits()[0][:100])
+        >>> {name: f.shape[1] for name, f in maps.items()}["pca-6"]
+        6
+    """
     rng = np.random.default_rng(seed)
     x = images.reshape(len(images), -1).astype(np.float64)
     centred = x - x.mean(0)
@@ -70,7 +79,14 @@ def _probe_accuracy(features: np.ndarray, labels: np.ndarray, *, splits: int = 3
 
 
 def run_feature_demo(*, seed: int = 0, probe: bool = True, echo: Callable[[str], None] = print) -> dict:
-    """Runs the feature-map demo and returns its table as a dict (also printed through ``echo``)."""
+    """Runs the feature-map demo and returns its table as a dict (also printed through ``echo``).
+
+    Example:
+        >>> lines = []
+        >>> table = run_feature_demo(probe=False, echo=lines.append)
+        >>> len(table["rows"]), lines[0]
+        (8, 'Data: scikit-learn digits, n=1797, 10 classes. Candidates: 8.')
+    """
     images, labels = load_digits()
     maps = digits_feature_maps(images, seed=seed)
     echo(f"Data: scikit-learn digits, n={len(labels)}, {labels.max() + 1} classes. Candidates: {len(maps)}.")
@@ -105,20 +121,38 @@ def run_feature_demo(*, seed: int = 0, probe: bool = True, echo: Callable[[str],
     return json.loads(json.dumps(out))
 
 
-def run_demo(*, echo: Callable[[str], None] = print, mnist_per_class: int = 100, epochs: int = 15) -> dict:
+def run_demo(
+    *,
+    echo: Callable[[str], None] = print,
+    mnist_per_class: int = 100,
+    epochs: int = 15,
+    zoo: Sequence[ZooModel] = CI_ZOO,
+    directory: str | Path | None = None,
+) -> dict:
     """Runs the CI-sized model-zoo experiment and returns its report (:func:`jaxtransfer.experiments.model_selection`).
 
     Args:
         echo: where the progress lines and the tables go.
         mnist_per_class: real MNIST digits per class in the "mnist" target (30 % of them train).
         epochs: fine-tuning epochs of the ground truth (grid: learning rates 1e-3 and 3e-3).
+        zoo: the candidates' recipes (default ``CI_ZOO``: 12 models).
+        directory: the zoo's cache (default ``jaxtransfer.models.cache_dir() / "zoo"``).
+
+    Example (two untrained-or-barely-trained models and one fine-tuning epoch: the pipeline, not the finding):
+        >>> import tempfile
+        >>> from jaxtransfer.experiments import ZooModel
+        >>> zoo = [ZooModel("mlp16-random", "mlp", (16,), "digits", 0),
+        ...        ZooModel("mlp16-digits", "mlp", (16,), "digits", 2)]
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     report = run_demo(zoo=zoo, directory=d, mnist_per_class=20, epochs=1, echo=lambda line: None)
+        >>> sorted(report["targets"]), sorted(report["targets"]["mnist"]["candidates"])
+        (['digits5-9', 'mnist'], ['mlp16-digits', 'mlp16-random'])
     """
     from jaxtransfer.experiments._benchmark import model_selection, summary_table
-    from jaxtransfer.experiments._zoo import CI_ZOO, build_zoo, target_task
 
     started = time.perf_counter()
-    echo(f"Zoo: {len(CI_ZOO)} models pre-trained on variants of the scikit-learn digits (cached after the first run).")
-    zoo = build_zoo(CI_ZOO, progress=False, echo=lambda line: echo("  " + line))
+    echo(f"Zoo: {len(zoo)} models pre-trained on variants of the scikit-learn digits (cached after the first run).")
+    zoo = build_zoo(zoo, directory=directory, progress=False, echo=lambda line: echo("  " + line))
     targets = {"mnist": target_task("mnist", max_per_class=mnist_per_class), "digits5-9": target_task("digits5-9")}
     echo("Targets: " + "; ".join(f"{k}: {v!r}" for k, v in targets.items()))
     echo("Ground truth: full fine-tuning with a new head, best validation accuracy over 2 learning rates.")

@@ -57,6 +57,7 @@ __all__ = [
     "build_zoo",
     "source_task",
     "target_task",
+    "to_8x8",
 ]
 
 
@@ -79,7 +80,13 @@ SOURCE_TASKS: dict[str, Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.
 
 
 def source_task(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images (n, 8, 8, 1) in [0, 1] and int32 labels of a source task (see the module docstring)."""
+    """Images (n, 8, 8, 1) in [0, 1] and int32 labels of a source task (see the module docstring).
+
+    Example:
+        >>> x, y = source_task("digits0-4")
+        >>> x.shape, sorted(set(y.tolist()))
+        ((450, 8, 8, 1), [0, 1, 2, 3, 4])
+    """
     if name not in SOURCE_TASKS:
         raise ValueError(f"unknown source task {name!r}; available: {sorted(SOURCE_TASKS)}.")
     (x, y), _ = _pools()
@@ -109,6 +116,10 @@ def target_task(name: str, *, seed: int = 0, max_per_class: int | None = None, f
 
     The default split trains on 30 % and keeps 35 % each for validation and test: a small training set is where the
     choice of pre-trained model matters, and large validation and test sets make the ground truth less noisy.
+
+    Example:
+        >>> target_task("digits5-9", max_per_class=10)
+        Dataset('digits5-9', x(50, 8, 8, 1), 5 classes, train=15, val=15, test=20)
     """
     if name not in TARGET_TASKS:
         raise ValueError(f"unknown target task {name!r}; available: {sorted(TARGET_TASKS)}.")
@@ -126,6 +137,11 @@ class ZooModel:
         source: a ``SOURCE_TASKS`` name; the head has that task's classes.
         epochs: pre-training epochs (0: the random initialisation, a deliberately weak model).
         lr, batch_size, seed: Adam learning rate, batch size, seed of the init and the shuffling.
+
+    Example:
+        >>> spec = ZooModel("mlp16-random", "mlp", (16,), "digits", 0)
+        >>> spec.key, type(spec.build(10)).__name__
+        ('mlp16-random-5aede08eeddf', 'MLP')
     """
 
     name: str
@@ -192,7 +208,15 @@ FULL_ZOO: tuple[ZooModel, ...] = (
 @dataclass(frozen=True)
 class Candidate:
     """A model in the running: a name, an NNX model with ``features(x)`` and a source ``head``, and the transform
-    from a target task's raw images (n, H, W, 1) in [0, 1] to the model's inputs."""
+    from a target task's raw images (n, H, W, 1) in [0, 1] to the model's inputs.
+
+    Example:
+        >>> from flax import nnx
+        >>> from jaxtransfer.models import MLP
+        >>> c = Candidate("mlp", MLP(64, (16,), 10, rngs=nnx.Rngs(0)), to_8x8)
+        >>> c.transform(np.zeros((3, 28, 28, 1))).shape
+        (3, 8, 8, 1)
+    """
 
     name: str
     model: nnx.Module
@@ -201,7 +225,12 @@ class Candidate:
 
 
 def to_8x8(images: np.ndarray) -> np.ndarray:
-    """The zoo models' input: (n, 8, 8, 1) in [0, 1]; larger images are resized."""
+    """The zoo models' input: (n, 8, 8, 1) in [0, 1]; larger images are resized.
+
+    Example:
+        >>> to_8x8(np.zeros((2, 28, 28, 1))).shape
+        (2, 8, 8, 1)
+    """
     images = np.asarray(images, np.float32)
     return images if images.shape[1:3] == (8, 8) else resize(images, 8)
 
@@ -245,6 +274,16 @@ def build_zoo(
     Returns:
         ``Candidate`` s (transform: ``to_8x8``), in the order of ``specs``; ``info`` holds the spec, whether it was
         restored, and the pre-training seconds.
+
+    Example:
+        >>> import tempfile
+        >>> specs = [ZooModel("mlp16-random", "mlp", (16,), "digits", 0),
+        ...          ZooModel("mlp16-digits", "mlp", (16,), "digits", 2)]
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     zoo = build_zoo(specs, directory=d, progress=False)
+        ...     again = build_zoo(specs[:1], directory=d, progress=False)  # read back from the cache
+        >>> [c.name for c in zoo], zoo[0].info["restored"], again[0].info["restored"]
+        (['mlp16-random', 'mlp16-digits'], False, True)
     """
     import time
 

@@ -23,7 +23,14 @@ def _default_where(path: tuple, module: nnx.Module) -> bool:
 
 
 def lora_sites(model: nnx.Module) -> list[str]:
-    """Dotted paths of the LoRA-adapted layers in ``model``."""
+    """Dotted paths of the LoRA-adapted layers in ``model``.
+
+    Example:
+        >>> from flax import nnx
+        >>> from jaxtransfer.models import MLP
+        >>> lora_sites(MLP(4, [8], 3, rngs=nnx.Rngs(0)))  # none until inject_lora
+        []
+    """
     return [path_str(p) for p, m in nnx.iter_modules(model) if isinstance(m, nnx.LoRA)]
 
 
@@ -77,6 +84,17 @@ def merge_lora(model: nnx.Module) -> nnx.Module:
 
     Raises:
         ValueError: if the model has no LoRA, or a LoRA has no ``nnx.Linear`` base.
+
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxtransfer.models import MLP
+        >>> model = inject_lora(MLP(4, [8], 3, rngs=nnx.Rngs(0)), rank=2)
+        >>> model.layers[0].lora_b[...] = jax.random.normal(jax.random.key(1), (2, 8))  # as if trained
+        >>> merged, x = merge_lora(model), jnp.ones((2, 4))
+        >>> type(merged.layers[0]).__name__, bool(jnp.allclose(merged(x), model(x), atol=1e-5))
+        ('Linear', True)
     """
     if not lora_sites(model):
         raise ValueError("the model has no LoRA to merge (inject_lora adds it).")

@@ -49,7 +49,15 @@ def _check_weights(**weights) -> None:
 
 def l2_sp_penalty(params, anchor, *, alpha: float = 0.01, beta: float = 0.01, is_new: Callable = is_head) -> jax.Array:
     """alpha/2 ||w - w0||^2 over the pre-trained leaves + beta/2 ||w||^2 over the new ones (Li, Grandvalet and Davoine,
-    ICML 2018; defaults 0.01, 0.01 as published). ``is_new(path)`` picks the new leaves (default: under ``head``)."""
+    ICML 2018; defaults 0.01, 0.01 as published). ``is_new(path)`` picks the new leaves (default: under ``head``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> anchor = {"body": jnp.zeros(3), "head": jnp.zeros(2)}
+        >>> params = {"body": jnp.ones(3), "head": jnp.ones(2)}
+        >>> print(f"{l2_sp_penalty(params, anchor, alpha=0.1, beta=0.01):.3f}")  # 0.05 * 3 + 0.005 * 2
+        0.160
+    """
     _check_weights(alpha=alpha, beta=beta)
     _check_anchor(params, anchor)
 
@@ -73,6 +81,16 @@ def l2_sp(
     Chain it before the optimiser, as ``optax.add_decayed_weights`` is:
     ``optax.chain(l2_sp(anchor), optax.adam(1e-3))``.
     ``update`` needs the parameters (``tx.update(grads, state, params)``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> anchor = {"body": jnp.zeros(2), "head": jnp.zeros(1)}
+        >>> params = {"body": jnp.full(2, 2.0), "head": jnp.ones(1)}
+        >>> tx = l2_sp(anchor, alpha=0.5, beta=0.1)
+        >>> grads = {"body": jnp.zeros(2), "head": jnp.zeros(1)}
+        >>> updates, _ = tx.update(grads, tx.init(params), params)
+        >>> print(updates["body"], updates["head"])  # alpha (w - w0), beta w
+        [1. 1.] [0.1]
     """
     _check_weights(alpha=alpha, beta=beta)
 
@@ -99,6 +117,14 @@ def delta_penalty(features_student, features_teacher, channel_weights=None) -> j
 
     for feature maps (n, H, W, C) (or (n, C): H W = 1). ``channel_weights`` (C,) default to 1 (the plain distance).
     Pass lists of feature maps (and of weights) to sum over several layers.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> student, teacher = jnp.ones((2, 4, 4, 3)), jnp.zeros((2, 4, 4, 3))
+        >>> float(delta_penalty(student, teacher))  # three channels, each at mean squared distance 1
+        3.0
+        >>> float(delta_penalty(student, teacher, jnp.array([1.0, 0.0, 0.0])))
+        1.0
     """
     if isinstance(features_student, list | tuple):
         weights = channel_weights if channel_weights is not None else [None] * len(features_student)
@@ -130,6 +156,14 @@ def delta_channel_weights(
 
     Returns:
         (C,) non-negative weights summing to 1.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> features = jnp.ones((4, 3))
+        >>> head_loss = lambda f: -jnp.mean(f[:, 0])  # only channel 0 matters to the frozen head
+        >>> w = delta_channel_weights(head_loss, features)
+        >>> bool(w[0] > w[1]), bool(jnp.isclose(w[1], w[2])), f"{float(w.sum()):.3f}"
+        (True, True, '1.000')
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0; got {temperature!r}.")
@@ -145,7 +179,14 @@ def delta_channel_weights(
 
 def bss_penalty(features, k: int = 1) -> jax.Array:
     """Batch spectral shrinkage (Chen et al., NeurIPS 2019): sum of the k smallest squared singular values of the
-    batch feature matrix (n, D) (k = 1 as published; the published weight is 0.001)."""
+    batch feature matrix (n, D) (k = 1 as published; the published weight is 0.001).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> f = jnp.diag(jnp.array([3.0, 2.0, 0.5]))  # singular values 3, 2, 0.5
+        >>> float(bss_penalty(f)), float(bss_penalty(f, k=2))
+        (0.25, 4.25)
+    """
     f = jnp.asarray(features)
     if f.ndim != 2:
         raise ValueError(f"features must be a (n, D) batch matrix; got shape {f.shape}.")
@@ -169,6 +210,13 @@ def co_tuning_relationship(source_probs, labels, num_classes: int) -> jax.Array:
     Raises:
         ValueError: ``source_probs`` not (n, C_s) rows of probabilities summing to 1 (within 1e-3), labels out of
             range (checked in their own dtype) or not one per row, a class without samples.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> probs = jnp.array([[0.9, 0.1], [0.7, 0.3], [0.2, 0.8]])
+        >>> print(co_tuning_relationship(probs, jnp.array([0, 0, 1]), num_classes=2).round(3))
+        [[0.8 0.2]
+         [0.2 0.8]]
     """
     p = check_probabilities(source_probs, np.shape(source_probs)[0] if np.ndim(source_probs) == 2 else -1)
     labels, _ = check_class_labels(labels, p.shape[0], num_classes, against="source_probs")
@@ -181,7 +229,14 @@ def co_tuning_relationship(source_probs, labels, num_classes: int) -> jax.Array:
 
 def co_tuning_loss(source_logits, labels, relationship) -> jax.Array:
     """Soft cross-entropy of the source head's logits against p(source | target label): the Co-Tuning auxiliary
-    loss (published weight 2.3, added to the target cross-entropy)."""
+    loss (published weight 2.3, added to the target cross-entropy).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> relationship = jnp.array([[0.5, 0.5], [0.5, 0.5]])
+        >>> print(f"{co_tuning_loss(jnp.zeros((3, 2)), jnp.array([0, 1, 1]), relationship):.4f}")  # log 2
+        0.6931
+    """
     logits, rel = jnp.asarray(source_logits), jnp.asarray(relationship)
     if logits.ndim != 2 or rel.ndim != 2 or logits.shape[1] != rel.shape[1]:
         raise ValueError(

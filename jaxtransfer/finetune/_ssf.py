@@ -28,7 +28,13 @@ _NORM = (nnx.LayerNorm, nnx.BatchNorm)
 
 
 class SSFParam(nnx.Param):
-    """The Variable type of SSF's gamma and beta, so that one filter selects exactly what SSF trains."""
+    """The Variable type of SSF's gamma and beta, so that one filter selects exactly what SSF trains.
+
+    Example:
+        >>> from flax import nnx
+        >>> sorted(nnx.to_pure_dict(nnx.state(SSF(3, rngs=nnx.Rngs(0)), SSFParam)))
+        ['beta', 'gamma']
+    """
 
 
 class SSF(nnx.Module):
@@ -36,6 +42,14 @@ class SSF(nnx.Module):
 
     Initialisation (the paper's): gamma ~ N(1, init_std^2), beta ~ N(0, init_std^2), init_std = 0.02, so the
     module starts close to (not exactly at) the identity; ``init_std=0`` starts at the identity exactly.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> ssf = SSF(2, init_std=0.0, rngs=nnx.Rngs(0))
+        >>> ssf.gamma[...] = jnp.array([2.0, 3.0])
+        >>> print(ssf(jnp.ones((1, 2))))
+        [[2. 3.]]
     """
 
     def __init__(self, shape: int | Sequence[int], *, init_std: float = 0.02, rngs: nnx.Rngs):
@@ -54,7 +68,16 @@ def _trailing(v: jax.Array, ndim: int) -> jax.Array:
 
 
 class SSFAdapted(nnx.Module):
-    """An op followed by its SSF: ``ssf(base(*args, **kwargs))``. ``merge_ssf`` folds it back into ``base``."""
+    """An op followed by its SSF: ``ssf(base(*args, **kwargs))``. ``merge_ssf`` folds it back into ``base``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> base = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+        >>> site = SSFAdapted(base, SSF(2, init_std=0.0, rngs=nnx.Rngs(0)))
+        >>> bool(jnp.allclose(site(jnp.ones((1, 2))), base(jnp.ones((1, 2)))))  # the identity SSF
+        True
+    """
 
     def __init__(self, base: nnx.Module, ssf: SSF):
         self.base = base
@@ -81,7 +104,14 @@ def _default_where(path: tuple, module: nnx.Module) -> bool:
 
 
 def ssf_sites(model: nnx.Module) -> list[str]:
-    """Dotted paths of the SSF-adapted ops in ``model``."""
+    """Dotted paths of the SSF-adapted ops in ``model``.
+
+    Example:
+        >>> from flax import nnx
+        >>> from jaxtransfer.models import MLP
+        >>> ssf_sites(inject_ssf(MLP(4, [8], 3, rngs=nnx.Rngs(0))))
+        ['layers.0']
+    """
     return [path_str(p) for p, m in nnx.iter_modules(model) if isinstance(m, SSFAdapted)]
 
 
@@ -106,6 +136,14 @@ def inject_ssf(
 
     Raises:
         ValueError: if ``where`` selects nothing, or the model already has SSF.
+
+    Example:
+        >>> from flax import nnx
+        >>> from jaxtransfer.finetune import count_params
+        >>> from jaxtransfer.models import MLP
+        >>> model = inject_ssf(MLP(4, [8, 8], 3, rngs=nnx.Rngs(0)))
+        >>> ssf_sites(model), count_params(model, SSFParam)  # gamma and beta of 8 channels at two sites
+        (['layers.0', 'layers.1'], 32)
     """
     if ssf_sites(model):
         raise ValueError(f"the model already has SSF at {ssf_sites(model)[:5]}; merge_ssf it first.")
@@ -153,6 +191,16 @@ def merge_ssf(model: nnx.Module, *, strict: bool = True) -> nnx.Module:
 
     Raises:
         ValueError: if the model has no SSF, or (strict) a site cannot be folded.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxtransfer.models import MLP
+        >>> model = inject_ssf(MLP(4, [8], 3, rngs=nnx.Rngs(0)), init_std=0.5)
+        >>> merged = merge_ssf(model)
+        >>> x = jnp.ones((2, 4))
+        >>> ssf_sites(merged), bool(jnp.allclose(merged(x), model(x), atol=1e-5))
+        ([], True)
     """
     sites = [(p, m) for p, m in nnx.iter_modules(model) if isinstance(m, SSFAdapted)]
     if not sites:

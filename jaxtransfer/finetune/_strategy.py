@@ -40,7 +40,14 @@ HEAD_PARAMS = nnx.All(nnx.Param, is_head)
 
 @dataclasses.dataclass(frozen=True)
 class Strategy:
-    """A registered fine-tuning strategy (see the module docstring for the fields)."""
+    """A registered fine-tuning strategy (see the module docstring for the fields).
+
+    Example:
+        >>> from jaxtransfer.finetune import get_strategy
+        >>> s = get_strategy("lora")
+        >>> s.name, s.prepare.__name__, s.merge.__name__
+        ('lora', 'inject_lora', 'merge_lora')
+    """
 
     name: str
     params: object
@@ -82,6 +89,14 @@ def register_strategy(
 
 def get_strategy(strategy: str | Strategy) -> Strategy:
     """The registered strategy of that name (a :class:`Strategy` passes through).
+
+    Example:
+        >>> get_strategy("bitfit").name
+        'bitfit'
+        >>> get_strategy("nope")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown strategy 'nope'; choose from [...].
 
     Raises:
         ValueError: for an unknown name (the message lists the known ones).

@@ -26,12 +26,22 @@ def _key(k) -> object:
 
 
 def path_str(path: Sequence) -> str:
-    """``("blocks", 0, "fc1")`` -> ``"blocks.0.fc1"`` (jax key paths too): the format of every error message."""
+    """``("blocks", 0, "fc1")`` -> ``"blocks.0.fc1"`` (jax key paths too): the format of every error message.
+
+    Example:
+        >>> path_str(("blocks", 0, "fc1"))
+        'blocks.0.fc1'
+    """
     return ".".join(str(_key(k)) for k in path)
 
 
 def is_head(path: Sequence, _value=None) -> bool:
-    """Whether ``path`` lies under the model's top-level ``head`` attribute (usable as an NNX filter)."""
+    """Whether ``path`` lies under the model's top-level ``head`` attribute (usable as an NNX filter).
+
+    Example:
+        >>> is_head(("head", "kernel")), is_head(("blocks", 0, "head", "kernel"))
+        (True, False)
+    """
     return bool(path) and _key(path[0]) == HEAD
 
 
@@ -45,6 +55,15 @@ def select_modules(
 
     ``where``: ``None`` -> ``default``; a predicate ``(path, module) -> bool`` (any module); glob patterns on the
     dotted path (``"blocks.*.fc1"``), applied to modules of ``types``.
+
+    Example:
+        >>> from flax import nnx
+        >>> from jaxtransfer.models import MLP
+        >>> model = MLP(4, [8, 8], 3, rngs=nnx.Rngs(0))
+        >>> [path_str(p) for p, _ in select_modules(model, "layers.*", (nnx.Linear,), default=lambda p, m: False)]
+        ['layers.0', 'layers.1']
+        >>> [path_str(p) for p, _ in select_modules(model, None, (nnx.Linear,), default=lambda p, m: is_head(p))]
+        ['head']
     """
     if where is None:
         match = default
@@ -62,7 +81,17 @@ def select_modules(
 
 
 def replace_module(model: nnx.Module, path: tuple, new: nnx.Module) -> None:
-    """Puts ``new`` at ``path`` in ``model``, in place (the parent's attribute or list item)."""
+    """Puts ``new`` at ``path`` in ``model``, in place (the parent's attribute or list item).
+
+    Example:
+        >>> from flax import nnx
+        >>> from jaxtransfer.models import MLP
+        >>> model = MLP(4, [8], 3, rngs=nnx.Rngs(0))
+        >>> replace_module(model, ("head",), nnx.Linear(8, 5, rngs=nnx.Rngs(1)))
+        >>> import jax.numpy as jnp
+        >>> model(jnp.ones((2, 4))).shape
+        (2, 5)
+    """
     parent = model
     for key in path[:-1]:
         parent = parent[key] if isinstance(key, int) else getattr(parent, key)

@@ -39,6 +39,15 @@ def evaluate(model: nnx.Module, data, *, task: str = "classification", batch_siz
     """Mean loss and accuracy (classification) or negative MSE (regression) over ``data = (x, y)``.
 
     Puts the model in eval mode (``model.eval()``: BatchNorm uses its running statistics).
+
+    Example:
+        >>> import numpy as np
+        >>> from flax import nnx
+        >>> from jaxtransfer.models import MLP
+        >>> model = MLP(2, [4], 2, rngs=nnx.Rngs(0))
+        >>> x, y = np.ones((6, 2), np.float32), np.zeros(6, np.int32)
+        >>> sorted(evaluate(model, (x, y)))
+        ['accuracy', 'loss']
     """
     x, y = _check_data(data, "data")
     check_positive_int(batch_size, "batch_size")
@@ -166,6 +175,19 @@ def finetune(
             NaN/Inf, class ids that are not integers in [0, number of outputs), non-finite regression targets),
             epochs or batch_size < 1.
         FloatingPointError: the loss or any trained parameter became NaN/Inf (checked after every epoch).
+
+    Example:
+        >>> import numpy as np
+        >>> import optax
+        >>> from flax import nnx
+        >>> from jaxtransfer.models import MLP
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(size=(128, 4)).astype(np.float32)
+        >>> y = (x[:, 0] > 0).astype(np.int32)  # separable by the first input
+        >>> model, history = finetune(MLP(4, [16], 2, rngs=nnx.Rngs(0)), (x, y), strategy="full",
+        ...                           optimizer=optax.adam(1e-2), epochs=20, batch_size=32, progress=False)
+        >>> history[0]["train_accuracy"] < 0.6, evaluate(model, (x, y))["accuracy"] > 0.95
+        (True, True)
     """
     if task not in ("classification", "regression"):
         raise ValueError(f"task must be 'classification' or 'regression'; got {task!r}.")

@@ -97,6 +97,13 @@ def convert_efficientnet_lite(name: str, *, directory: str | Path | None = None,
     Returns:
         The path of the converted weights file.
 
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = convert_efficientnet_lite("efficientnet-lite0", directory=d)
+        ...     print(path.relative_to(d))
+        efficientnet-lite0/weights.safetensors
+
     Raises:
         ImportError: torch is not installed (``pip install 'jaxtransfer[convert]'``).
     """

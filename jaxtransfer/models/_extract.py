@@ -49,6 +49,19 @@ def extract_features(
 
     Returns:
         The outputs of ``fn`` concatenated over the batches, as numpy arrays with leading axis n (same pytree).
+
+    Example:
+        >>> import numpy as np
+        >>> from flax import nnx
+        >>> from jaxtransfer.models import MLP
+        >>> model = MLP(4, [8], 3, rngs=nnx.Rngs(0))
+        >>> x = np.ones((10, 4), np.float32)
+        >>> extract_features(model, x, batch_size=4, progress=False).shape  # batches of 4, 4, 2 (padded)
+        (10, 8)
+        >>> out = extract_features(model, x, fn=lambda m, b: {"features": m.features(b), "logits": m(b)},
+        ...                        progress=False)
+        >>> out["logits"].shape
+        (10, 3)
     """
     n = len(x)
     if n == 0:

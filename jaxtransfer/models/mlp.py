@@ -15,6 +15,13 @@ class MLP(nnx.Module):
 
     ``features(x)`` is the penultimate representation (the last hidden layer's activations); ``head`` maps it to
     ``num_outputs`` logits or regression outputs and can be replaced (``model.head = nnx.Linear(...)``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> model = MLP(4, (16, 8), 3, rngs=nnx.Rngs(0))
+        >>> model(jnp.ones((2, 4))).shape, model.features(jnp.ones((2, 4))).shape
+        ((2, 3), (2, 8))
     """
 
     def __init__(self, in_features: int, hidden: tuple[int, ...], num_outputs: int, *, rngs: nnx.Rngs):

@@ -26,6 +26,13 @@ class TinyViT(nnx.Module):
     """Images (n, H, W, C_in) -> non-overlapping ``patch`` x ``patch`` patches -> ``depth`` blocks -> class token.
 
     ``features(x)`` is the final LayerNorm of the class token (n, dim); ``head`` maps it to the outputs.
+
+    Example (shapes only, with ``nnx.eval_shape``):
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> model = nnx.eval_shape(lambda: TinyViT(8, 3, 4, 16, 2, 2, 5, rngs=nnx.Rngs(0)))  # 2 x 2 patches of 4 px
+        >>> nnx.eval_shape(lambda m, x: m.features(x), model, jnp.ones((2, 8, 8, 3))).shape
+        (2, 16)
     """
 
     def __init__(

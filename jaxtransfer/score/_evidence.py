@@ -38,6 +38,14 @@ class LogMEEvidence:
         exact_fit: (K,) the target is a linear function of the features to working precision (least-squares
             residual at rounding level): its evidence is unbounded and the value returned is limited by the
             precision (a ``RuntimeWarning`` says so). Always False for ``method="naive"``.
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxtransfer import logme_evidence
+        >>> f = np.random.default_rng(0).normal(size=(30, 4))
+        >>> res = logme_evidence(f, np.arange(30) % 3)  # three classes: K = 3 one-hot targets
+        >>> res.evidence.shape, res.weights.shape, bool(res.converged.all())
+        ((3,), (3, 4), True)
     """
 
     evidence: jax.Array

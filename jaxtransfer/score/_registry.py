@@ -38,6 +38,11 @@ class Score:
         regression: takes real targets with ``regression=True``.
         from_stats: ``from_stats(stats, **options) -> scalar`` scoring from sufficient statistics, or None.
         reference: the paper.
+
+    Example:
+        >>> from jaxtransfer import SCORES
+        >>> SCORES["leep"].input, SCORES["logme"].regression, SCORES["logme"].from_stats is not None
+        ('source_probabilities', True, True)
     """
 
     name: str

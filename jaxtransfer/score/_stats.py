@@ -62,6 +62,15 @@ class LogMEStats:
         target_sums: (K,) 1^T y_k (for class labels, the counts again).
         target_m2: (K,) ||y_k - mean(y_k)||^2.
         log2_scale: () integer e.
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxtransfer import logme_stats
+        >>> f = np.random.default_rng(0).normal(size=(30, 4))
+        >>> stats = logme_stats(f[:10], np.arange(10) % 3, num_classes=3) + logme_stats(
+        ...     f[10:], np.arange(10, 30) % 3, num_classes=3)
+        >>> int(stats.count), stats.gram.shape, stats.cross.shape
+        (30, (4, 4), (4, 3))
     """
 
     gram: jax.Array
