@@ -1,5 +1,6 @@
 """Fine-tuning in Flax NNX: the strategies (SSF with exact merge, LoRA with merge, BitFit, linear probe, full),
-the regularisers, and a trainer.
+the regularisers, and a trainer (arrays or streams, transforms on device, per-parameter rules, mixed precision,
+meshes, best-epoch selection, checkpoints and resume).
 
 Every strategy is registered once (:data:`STRATEGIES`, see ``_strategy.py``) with the parameters it trains, how
 it prepares a model, what it checks before training and how it merges. This package imports every module in its
@@ -10,7 +11,10 @@ import importlib as _importlib
 import pkgutil as _pkgutil
 
 from jaxtransfer.finetune import _bitfit, _full, _linear_probe  # noqa: F401  (they only register a strategy)
+from jaxtransfer.finetune._glue import accuracy, apply_fn, predict
 from jaxtransfer.finetune._lora import inject_lora, lora_sites, merge_lora
+from jaxtransfer.finetune._losses import TASKS, mean_average_precision, per_example_loss, top_k_accuracy
+from jaxtransfer.finetune._optim import learning_rate_schedule
 from jaxtransfer.finetune._regularizers import (
     bss_penalty,
     co_tuning_loss,
@@ -20,6 +24,7 @@ from jaxtransfer.finetune._regularizers import (
     l2_sp,
     l2_sp_penalty,
 )
+from jaxtransfer.finetune._rules import Rule, rule_for
 from jaxtransfer.finetune._ssf import SSF, SSFAdapted, SSFParam, inject_ssf, merge_ssf, ssf_sites
 from jaxtransfer.finetune._strategy import (
     HEAD_PARAMS,
@@ -32,19 +37,26 @@ from jaxtransfer.finetune._strategy import (
 )
 from jaxtransfer.finetune._surgery import HEAD, is_head, path_str, replace_module, select_modules
 from jaxtransfer.finetune._train import evaluate, finetune
+from jaxtransfer.finetune._transforms import compose, cutmix, mixup, random_flip, random_resized_crop, token_dropout
 
 __all__ = [
     "HEAD",
     "HEAD_PARAMS",
     "SSF",
     "STRATEGIES",
+    "TASKS",
+    "Rule",
     "SSFAdapted",
     "SSFParam",
     "Strategy",
+    "accuracy",
+    "apply_fn",
     "bss_penalty",
     "co_tuning_loss",
     "co_tuning_relationship",
+    "compose",
     "count_params",
+    "cutmix",
     "delta_channel_weights",
     "delta_penalty",
     "evaluate",
@@ -55,14 +67,24 @@ __all__ = [
     "is_head",
     "l2_sp",
     "l2_sp_penalty",
+    "learning_rate_schedule",
     "lora_sites",
+    "mean_average_precision",
     "merge_lora",
     "merge_ssf",
+    "mixup",
     "path_str",
+    "per_example_loss",
+    "predict",
+    "random_flip",
+    "random_resized_crop",
     "register_strategy",
     "replace_module",
+    "rule_for",
     "select_modules",
     "ssf_sites",
+    "token_dropout",
+    "top_k_accuracy",
     "trainable_filter",
 ]
 

@@ -1,0 +1,90 @@
+"""The NNX glue users otherwise write by hand: a pure ``(params, x) -> outputs`` function of a model, and batched,
+compiled predictions, so that soups, landscape probes and ensembles take an NNX model directly."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxtransfer._checks import check_positive_int
+from jaxtransfer.finetune._data import epoch_batches
+
+__all__ = ["accuracy", "apply_fn", "predict"]
+
+
+def apply_fn(model: nnx.Module, filter=nnx.Param) -> tuple[nnx.State, Callable[[nnx.State, jax.Array], jax.Array]]:
+    """``(params, fn)`` with ``fn(params, x) = model(x)`` in eval mode, pure and jit-able; ``params`` are the
+    variables ``filter`` selects (default every ``nnx.Param``), the rest (e.g. BatchNorm statistics) is held fixed.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxtransfer.models import MLP
+        >>> from jaxtransfer.soup import uniform_soup
+        >>> models = [MLP(4, [8], 3, rngs=nnx.Rngs(s)) for s in range(3)]
+        >>> params, fn = apply_fn(models[0])
+        >>> soup = uniform_soup([apply_fn(m)[0] for m in models])  # average three models' weights
+        >>> jax.jit(fn)(soup, jnp.ones((2, 4))).shape
+        (2, 3)
+    """
+    m = nnx.clone(model)
+    m.eval()
+    graphdef, params, rest = nnx.split(m, filter, ...)
+
+    def fn(params, x):
+        return nnx.merge(graphdef, params, rest, copy=True)(x)
+
+    return params, fn
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _outputs(graphdef, state, x):
+    return nnx.merge(graphdef, state)(x)
+
+
+def predict(model: nnx.Module, x, *, batch_size: int = 256) -> np.ndarray:
+    """The model's outputs on ``x`` (n, ...) in eval mode, in compiled batches (the last one padded), as numpy.
+
+    Example:
+        >>> import numpy as np
+        >>> from flax import nnx
+        >>> from jaxtransfer.models import MLP
+        >>> predict(MLP(4, [8], 3, rngs=nnx.Rngs(0)), np.ones((10, 4), np.float32), batch_size=4).shape
+        (10, 3)
+    """
+    check_positive_int(batch_size, "batch_size")
+    x = np.asarray(x)
+    if len(x) == 0:
+        raise ValueError("x is empty.")
+    m = nnx.clone(model)
+    m.eval()
+    graphdef, state = nnx.split(m)
+    size = min(batch_size, len(x))
+    parts = []
+    for xb, _, mask in epoch_batches((x, np.zeros(len(x))), size, epoch=0, seed=0, shuffle=False, name="x"):
+        parts.append(np.asarray(_outputs(graphdef, state, jnp.asarray(xb)))[mask > 0])
+    return np.concatenate(parts)
+
+
+def accuracy(model: nnx.Module, x, y, *, batch_size: int = 256) -> float:
+    """Fraction of ``x`` whose largest output is the class in ``y`` (n,).
+
+    Example:
+        >>> import numpy as np
+        >>> from flax import nnx
+        >>> from jaxtransfer.models import MLP
+        >>> model = MLP(4, [8], 3, rngs=nnx.Rngs(0))
+        >>> x = np.ones((5, 4), np.float32)
+        >>> accuracy(model, x, predict(model, x).argmax(1))
+        1.0
+    """
+    y = np.asarray(y)
+    out = predict(model, x, batch_size=batch_size)
+    if out.ndim != 2 or y.shape != (len(out),):
+        raise ValueError(f"accuracy needs (n, C) outputs and (n,) labels; got {out.shape} and {y.shape}.")
+    return float(np.mean(out.argmax(1) == y))
