@@ -22,6 +22,16 @@ class _Silent:
     def set_postfix(self, *args, **kwargs) -> None:
         pass
 
+    def set_postfix_str(self, *args, **kwargs) -> None:
+        pass
+
+    def reset(self, total: int | None = None) -> None:
+        pass
+
+    @property
+    def total(self):
+        return None
+
     def close(self) -> None:
         pass
 

@@ -155,31 +155,35 @@ def _check_arrays(data, name: str):
     if len(x) == 0:
         raise ValueError(f"{name} is empty.")
     if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-        raise ValueError(f"{name}: the inputs contain NaN or Inf.")
+        raise ValueError(f"{name} inputs contain NaN or Inf.")
     return x, y
 
 
 def _check_targets(y: np.ndarray, task, num_outputs: int, name: str) -> None:
+    """Class ids: integers in [0, num_outputs), checked in their own dtype (or probability rows); multilabel: (n, C)
+    finite; regression: finite reals."""
     if callable(task):
         return
+    if task == "classification" and y.ndim == 2 and np.issubdtype(y.dtype, np.floating):
+        if y.shape[1] != num_outputs or not np.isfinite(y.astype(np.float64)).all() or (y < 0).any():
+            raise ValueError(f"{name} probability targets must be (n, {num_outputs}) rows, finite and >= 0.")
+        return
     if task == "classification":
-        if y.ndim == 2:
-            if y.shape[1] != num_outputs or not np.isfinite(y).all() or (y < 0).any():
-                raise ValueError(f"{name}: probability targets must be (n, {num_outputs}), finite and >= 0.")
-            return
+        if y.ndim != 1:
+            raise ValueError(f"{name} targets must be (n,) class ids or (n, C) probability rows; got shape {y.shape}.")
         if not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"{name}: class targets must be integers; got dtype {y.dtype}.")
-        if y.ndim != 1 or (len(y) and (y.min() < 0 or y.max() >= num_outputs)):
-            lo, hi = (int(y.min()), int(y.max())) if len(y) else (0, 0)
+            raise ValueError(f"{name} targets must be integer class ids; got dtype {y.dtype} (cast with .astype(int)).")
+        bad = np.flatnonzero((y < 0) | (y >= num_outputs))
+        if bad.size:
             raise ValueError(
-                f"{name}: class ids must be a 1-D array in [0, {num_outputs}) (the model's outputs); got range "
-                f"[{lo}, {hi}] and shape {y.shape}."
+                f"{name} targets must be class ids in [0, {num_outputs}) (the model has {num_outputs} outputs); "
+                f"target {bad[0]} is {y[bad[0]]} ({bad.size} out of range). Give the model a head of the right width."
             )
         return
-    if not np.issubdtype(y.dtype, np.number) or not np.isfinite(y).all():
-        raise ValueError(f"{name}: {task} targets must be finite numbers.")
+    if not (np.issubdtype(y.dtype, np.number) and np.isfinite(y.astype(np.float64)).all()):
+        raise ValueError(f"{name} targets must be finite real numbers for {task}.")
     if task == "multilabel" and (y.ndim != 2 or y.shape[1] != num_outputs):
-        raise ValueError(f"{name}: multilabel targets must be (n, {num_outputs}); got shape {y.shape}.")
+        raise ValueError(f"{name} multilabel targets must be (n, {num_outputs}); got shape {y.shape}.")
 
 
 def _num_outputs(model: nnx.Module, x: np.ndarray) -> int:
@@ -256,6 +260,9 @@ def evaluate(
         batch_size = min(batch_size, len(x))
     else:
         _check_stream(data, "data")
+    if mesh is not None:  # padding fills the batch up to a multiple of the devices
+        devices = mesh.shape[mesh.axis_names[0]]
+        batch_size = -(-batch_size // devices) * devices
     m = nnx.clone(model)
     m.eval()
     graphdef, state = nnx.split(m)
@@ -583,8 +590,9 @@ def finetune(
     # ---- loop ----
     base_key = jax.random.key(seed)
     step_index = sum(h.get("steps", 0) for h in history)
-    bar = progress_bar(enabled=progress, desc=f"finetune[{spec.name}]", unit="step",
-                       total=None if n_steps is None else (epochs - start_epoch) * n_steps)  # fmt: skip
+    n_examples = len(train_data[0]) if arrays else None
+    bar = progress_bar(enabled=progress, desc=f"finetune[{spec.name}]", unit="ex",
+                       total=None if n_examples is None else (epochs - start_epoch) * n_examples)  # fmt: skip
     stopped = False
     for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
@@ -593,7 +601,7 @@ def finetune(
                                           drop_last=drop_last, name="train_data"):  # fmt: skip
             t0 = time.perf_counter()
             first = steps == 0 and epoch == start_epoch
-            if first and progress:
+            if first:
                 bar.set_postfix_str("compiling the train step")
             key = jax.random.fold_in(base_key, step_index)
             params, rest, opt_state, aux, loss, metrics = _train_step(
@@ -603,13 +611,17 @@ def finetune(
             if first:
                 jax.block_until_ready(loss)
                 compile_seconds = time.perf_counter() - t0
+                # restart the bar's clock: its rate (examples/s) and ETA leave the compilation out
+                bar.reset(total=None if bar.total is None else bar.total - int(real))
+                bar.set_postfix_str("")
             loss_sum += float(loss) * real
             count += real
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             steps += 1
             step_index += 1
-            bar.update(1)
+            if not first:
+                bar.update(int(real))
         if steps == 0:
             raise ValueError(
                 f"train_data yielded no batch in epoch {epoch + 1} (a one-shot iterator is used up after one epoch: "
@@ -673,8 +685,11 @@ def _describe(strategy: str, params, epochs: int, batch_size: int, seed: int) ->
 
 
 def _check_finite_params(params, epoch: int) -> None:
+    """Raises naming the first trained parameter that became NaN or Inf (the loss can stay finite meanwhile, e.g.
+    when only a regulariser's gradient is NaN)."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        if not bool(jnp.all(jnp.isfinite(leaf))):
+        if not bool(jnp.isfinite(leaf).all()):
             raise FloatingPointError(
-                f"parameter {path_str(path)} became NaN/Inf in epoch {epoch + 1}; lower the learning rate."
+                f"the trained parameter {path_str(_variable_path(path))} became NaN or Inf in epoch {epoch + 1} "
+                "(check the regularizer's gradient, or lower the learning rate)."
             )

@@ -212,8 +212,10 @@ def test_data_parallel_over_8_devices_equals_one_device():
     assert jax.device_count() >= 8
     mesh = jax.make_mesh((8,), ("data",))
     tx = optax.adam(1e-2)
-    a, _ = finetune(_mlp(), (X, Y), optimizer=tx, epochs=3, batch_size=16, mesh=mesh, **KW)
-    b, _ = finetune(_mlp(), (X, Y), optimizer=tx, epochs=3, batch_size=16, **KW)
+    a, ha = finetune(_mlp(), (X, Y), optimizer=tx, epochs=3, batch_size=16, mesh=mesh, eval_data=(X[:20], Y[:20]),
+                     **KW)  # fmt: skip
+    b, hb = finetune(_mlp(), (X, Y), optimizer=tx, epochs=3, batch_size=16, eval_data=(X[:20], Y[:20]), **KW)
+    assert ha[-1]["eval_loss"] == pytest.approx(hb[-1]["eval_loss"], rel=1e-5)
     # measured max |diff| 2e-7 (the gradient's all-reduce sums in another order); bar 1e-5
     _allclose(_params(a), _params(b), atol=1e-5)
     with pytest.raises(ValueError, match="multiple of the mesh"):

@@ -44,7 +44,7 @@ def test_mixup_mixes_inputs_and_labels_with_one_weight():
 
 
 def test_cutmix_and_token_dropout_and_compose():
-    x, y = cutmix(num_classes=3)((IMAGES, LABELS), jax.random.key(4))
+    _, y = cutmix(num_classes=3)((IMAGES, LABELS), jax.random.key(4))
     np.testing.assert_allclose(np.asarray(y).sum(1), 1.0, atol=1e-6)
     tokens = jnp.array([[101, 5, 6, 7, 102, 0, 0]] * 50)
     kept, _ = token_dropout(0.0)((tokens, jnp.zeros(50)), jax.random.key(5))

@@ -245,7 +245,7 @@ def test_a_substituted_weights_file_fails_its_checksum(monkeypatch):
         load("minilm-l6")
 
 
-@settings(max_examples=12)
+@settings(max_examples=8)
 @given(
     st.integers(1, 2), st.integers(3, 13), st.integers(3, 13), st.integers(1, 5), st.sampled_from([3, 5]),
     st.sampled_from([1, 2]),
