@@ -126,6 +126,11 @@ def target_task(name: str, *, seed: int = 0, max_per_class: int | None = None, f
     return TARGET_TASKS[name](seed=seed, max_per_class=max_per_class, fractions=fractions)
 
 
+TRAINER_VERSION = 2
+"""Bumped whenever ``finetune`` trains differently for the same arguments (2: padded partial batches, per-epoch
+shuffling seeded by (seed, epoch)), so that a cached zoo from an older trainer is pre-trained again."""
+
+
 @dataclass(frozen=True)
 class ZooModel:
     """How one zoo model is made: architecture, size, source task and training.
@@ -141,7 +146,7 @@ class ZooModel:
     Example:
         >>> spec = ZooModel("mlp16-random", "mlp", (16,), "digits", 0)
         >>> spec.key, type(spec.build(10)).__name__
-        ('mlp16-random-5aede08eeddf', 'MLP')
+        ('mlp16-random-abfb86244816', 'MLP')
     """
 
     name: str
@@ -170,8 +175,10 @@ class ZooModel:
 
     @property
     def key(self) -> str:
-        """The cache key: the name and a hash of every field (a changed recipe is a new cache entry)."""
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        """The cache key: the name and a hash of every field and of the trainer's version (a changed recipe, or a
+        trainer that trains differently, is a new cache entry)."""
+        recipe = {**asdict(self), "trainer": TRAINER_VERSION}
+        digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
         return f"{self.name}-{digest}"
 
 

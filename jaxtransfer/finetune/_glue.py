@@ -3,16 +3,14 @@ compiled predictions, so that soups, landscape probes and ensembles take an NNX 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from jaxtransfer._checks import check_positive_int
-from jaxtransfer.finetune._data import epoch_batches
+from jaxtransfer.models import extract_features
 
 __all__ = ["accuracy", "apply_fn", "predict"]
 
@@ -42,13 +40,13 @@ def apply_fn(model: nnx.Module, filter=nnx.Param) -> tuple[nnx.State, Callable[[
     return params, fn
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _outputs(graphdef, state, x):
-    return nnx.merge(graphdef, state)(x)
+def _outputs(model, batch):
+    return model(batch)
 
 
 def predict(model: nnx.Module, x, *, batch_size: int = 256) -> np.ndarray:
-    """The model's outputs on ``x`` (n, ...) in eval mode, in compiled batches (the last one padded), as numpy.
+    """The model's outputs on ``x`` (n, ...) in eval mode, in compiled batches (the last one padded), as numpy:
+    :func:`jaxtransfer.models.extract_features` with ``fn = model(batch)``; non-finite outputs raise.
 
     Example:
         >>> import numpy as np
@@ -58,17 +56,7 @@ def predict(model: nnx.Module, x, *, batch_size: int = 256) -> np.ndarray:
         (10, 3)
     """
     check_positive_int(batch_size, "batch_size")
-    x = np.asarray(x)
-    if len(x) == 0:
-        raise ValueError("x is empty.")
-    m = nnx.clone(model)
-    m.eval()
-    graphdef, state = nnx.split(m)
-    size = min(batch_size, len(x))
-    parts = []
-    for xb, _, mask in epoch_batches((x, np.zeros(len(x))), size, epoch=0, seed=0, shuffle=False, name="x"):
-        parts.append(np.asarray(_outputs(graphdef, state, jnp.asarray(xb)))[mask > 0])
-    return np.concatenate(parts)
+    return extract_features(model, x, fn=_outputs, batch_size=batch_size, progress=False)
 
 
 def accuracy(model: nnx.Module, x, y, *, batch_size: int = 256) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -16,6 +17,15 @@ __all__ = ["extract_features"]
 
 def _features(model, batch):
     return model.features(batch)
+
+
+def _apply(graphdef, fn, state, batch):
+    return fn(nnx.merge(graphdef, state), batch)
+
+
+# One compiled function per (model structure, fn, batch shape), cached across calls: pass the same ``fn`` object
+# (a module-level function, not a new lambda) to reuse it.
+_apply_jit = jax.jit(_apply, static_argnums=(0, 1))
 
 
 def extract_features(
@@ -72,10 +82,7 @@ def extract_features(
     model.eval()
     graphdef, state = nnx.split(model)
 
-    def apply(state, batch):
-        return fn(nnx.merge(graphdef, state), batch)
-
-    run = jax.jit(apply) if jit else apply
+    run = functools.partial(_apply_jit if jit else _apply, graphdef, fn)
     batch_size = min(batch_size, n)
     chunks = []
     starts = progress_bar(range(0, n, batch_size), enabled=progress, desc="features", unit="batch")
