@@ -324,11 +324,14 @@ def _variable_path(path: tuple) -> tuple:
     return path[:-1] if isinstance(last, jax.tree_util.GetAttrKey) and last.name == "value" else path
 
 
-def _frozen_filter(rules: tuple[Rule, ...]):
-    def frozen(path, _value):
-        return rule_for(path, rules).frozen
+@dataclasses.dataclass(frozen=True)
+class _Frozen:
+    """NNX filter of the parameters a rule freezes (hashable: part of the compiled step's cache key)."""
 
-    return frozen
+    rules: tuple[Rule, ...]
+
+    def __call__(self, path, _value) -> bool:
+        return rule_for(path, self.rules).frozen
 
 
 class _Checkpointer:
@@ -538,7 +541,7 @@ def finetune(
     freeze = (spec.name != "full") if freeze_batch_norm is None else bool(freeze_batch_norm)
     if freeze:
         model.set_attributes(use_running_average=True, raise_if_not_found=False)
-    wrt = nnx.All(spec.params, nnx.Not(_frozen_filter(rules))) if any(r.frozen for r in rules) else spec.params
+    wrt = nnx.All(spec.params, nnx.Not(_Frozen(rules))) if any(r.frozen for r in rules) else spec.params
     graphdef, params, rest = nnx.split(model, wrt, ...)
     params = jax.tree.map(jnp.copy, params)  # the step donates its buffers: never the caller's arrays
     if not jax.tree.leaves(params):
@@ -561,9 +564,6 @@ def finetune(
     if ema_decay is not None:
         aux["ema"] = jax.tree.map(jnp.copy, params)
     put = _placer(mesh, batch_size)
-    if mesh is not None:
-        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-        params, rest, opt_state, aux = jax.device_put((params, rest, opt_state, aux), replicated)
     metric_key = select_metric or (f"eval_{_metric_name(task)}" if eval_data is not None else "loss")
     higher_better = not metric_key.endswith("loss")
 
@@ -587,6 +587,10 @@ def finetune(
         if meta.get("stopped"):
             start_epoch = epochs
 
+    if mesh is not None:  # parameters and optimiser state replicated over the mesh (after a resume too)
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        params, rest, opt_state, aux = jax.device_put((params, rest, opt_state, aux), replicated)
+
     # ---- loop ----
     base_key = jax.random.key(seed)
     step_index = sum(h.get("steps", 0) for h in history)
@@ -596,7 +600,7 @@ def finetune(
     stopped = False
     for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
-        compile_seconds, loss_sum, count, sums, steps = 0.0, 0.0, 0.0, {}, 0
+        compile_seconds, losses, count, sums, steps = 0.0, [], 0.0, {}, 0
         for xb, yb, mask in epoch_batches(train_data, batch_size, epoch=epoch, seed=seed, shuffle=shuffle,
                                           drop_last=drop_last, name="train_data"):  # fmt: skip
             t0 = time.perf_counter()
@@ -614,10 +618,10 @@ def finetune(
                 # restart the bar's clock: its rate (examples/s) and ETA leave the compilation out
                 bar.reset(total=None if bar.total is None else bar.total - int(real))
                 bar.set_postfix_str("")
-            loss_sum += float(loss) * real
+            losses.append(loss * real)  # on the device: no host sync inside the epoch
             count += real
             for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+                sums.setdefault(k, []).append(v)
             steps += 1
             step_index += 1
             if not first:
@@ -627,8 +631,9 @@ def finetune(
                 f"train_data yielded no batch in epoch {epoch + 1} (a one-shot iterator is used up after one epoch: "
                 "pass a function that returns a fresh iterator)."
             )
+        loss = float(jnp.sum(jnp.stack(losses))) / count
+        sums = {k: float(jnp.sum(jnp.stack(v))) for k, v in sums.items()}
         seconds = time.perf_counter() - started
-        loss = loss_sum / count
         weights = aux["ema"] if ema_decay is not None else params
         _check_finite_params(weights, epoch)
         if not math.isfinite(loss):
