@@ -131,6 +131,7 @@ def run_demo(
     epochs: int = 15,
     zoo: Sequence[ZooModel] = CI_ZOO,
     directory: str | Path | None = None,
+    scores: Sequence[str] | None = None,
 ) -> dict:
     """Runs the CI-sized model-zoo experiment and returns its report (:func:`jaxtransfer.experiments.model_selection`).
 
@@ -140,6 +141,8 @@ def run_demo(
         epochs: fine-tuning epochs of the ground truth (grid: learning rates 1e-3 and 3e-3).
         zoo: the candidates' recipes (default ``CI_ZOO``: 12 models).
         directory: the zoo's cache (default ``jaxtransfer.models.cache_dir() / "zoo"``).
+        scores: the registered scores to compare (default all; LogME is always among them, the summary line reads
+            it).
 
     Example (two untrained-or-barely-trained models and one fine-tuning epoch: the pipeline, not the finding):
         >>> import tempfile
@@ -147,11 +150,14 @@ def run_demo(
         >>> zoo = [ZooModel("mlp16-random", "mlp", (16,), "digits", 0),
         ...        ZooModel("mlp16-digits", "mlp", (16,), "digits", 2)]
         >>> with tempfile.TemporaryDirectory() as d:
-        ...     report = run_demo(zoo=zoo, directory=d, mnist_per_class=20, epochs=1, echo=lambda line: None)
+        ...     report = run_demo(zoo=zoo, directory=d, mnist_per_class=20, epochs=1, scores=("logme", "leep"),
+        ...                       echo=lambda line: None)
         >>> sorted(report["targets"]), sorted(report["targets"]["mnist"]["candidates"])
         (['digits5-9', 'mnist'], ['mlp16-digits', 'mlp16-random'])
+        >>> report["config"]["scores"]
+        ['logme', 'leep']
     """
-    from jaxtransfer.experiments._benchmark import model_selection, summary_table
+    from jaxtransfer.experiments._benchmark import ALL_SCORES, model_selection, summary_table
 
     started = time.perf_counter()
     echo(f"Zoo: {len(zoo)} models pre-trained on variants of the scikit-learn digits (cached after the first run).")
@@ -159,7 +165,8 @@ def run_demo(
     targets = {"mnist": target_task("mnist", max_per_class=mnist_per_class), "digits5-9": target_task("digits5-9")}
     echo("Targets: " + "; ".join(f"{k}: {v!r}" for k, v in targets.items()))
     echo("Ground truth: full fine-tuning with a new head, best validation accuracy over 2 learning rates.")
-    report = model_selection(zoo, targets, epochs=epochs)
+    names = tuple(ALL_SCORES if scores is None else dict.fromkeys(("logme", *scores)))
+    report = model_selection(zoo, targets, epochs=epochs, scores=names)
     echo(summary_table(report))
     logme_summary = report["summary"]["logme"]
     echo(
