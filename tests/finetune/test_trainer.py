@@ -371,3 +371,11 @@ def test_rule_validation():
         Rule("*", lr_scale=0.0)
     with pytest.raises(ValueError, match="regular expression"):
         Rule("re:(")
+
+
+def test_a_finished_run_restores_from_its_checkpoint_on_a_mesh(tmp_path):
+    mesh = jax.make_mesh((8,), ("data",))
+    a, ha = finetune(_mlp(), (X, Y), epochs=2, batch_size=16, mesh=mesh, checkpoint_dir=tmp_path, **KW)
+    b, hb = finetune(_mlp(), (X, Y), epochs=2, batch_size=16, mesh=mesh, checkpoint_dir=tmp_path, **KW)
+    _allclose(_params(a), _params(b), atol=0, rtol=0)  # nothing left to train: the saved weights come back
+    assert [h["loss"] for h in ha] == [h["loss"] for h in hb]
