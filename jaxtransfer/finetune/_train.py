@@ -347,10 +347,13 @@ class _Checkpointer:
     def latest(self):
         return self.manager.latest_step()
 
-    def save(self, epoch: int, state, meta: dict) -> None:
+    def save(self, step: int, state, meta: dict) -> None:
         args = self.ocp.args.Composite(state=self.ocp.args.StandardSave(state), meta=self.ocp.args.JsonSave(meta))
-        self.manager.save(epoch, args=args)
+        self.manager.save(step, args=args, force=True)
         self.manager.wait_until_finished()
+
+    def delete(self, step: int) -> None:
+        self.manager.delete(step)
 
     def restore(self, epoch: int, like):
         abstract = jax.tree.map(self.ocp.utils.to_shape_dtype_struct, like)
@@ -394,6 +397,7 @@ def finetune(
     mesh: jax.sharding.Mesh | None = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 1,
+    checkpoint_every_steps: int | None = None,
     keep_checkpoints: int = 2,
     seed: int = 0,
     progress: bool = True,
@@ -441,7 +445,9 @@ def finetune(
             replicated; XLA averages the gradients). ``batch_size`` must be a multiple of that axis' devices.
         checkpoint_dir: save the whole training state every ``checkpoint_every`` epochs with orbax (atomic,
             the last ``keep_checkpoints`` kept); calling ``finetune`` again with the same directory resumes from the
-            latest one and ends with the weights an uninterrupted run would have.
+            latest one and ends with the weights an uninterrupted run would have. ``checkpoint_every_steps`` also
+            saves every that many steps inside an epoch; a resume then skips the batches the epoch already trained
+            on (arrays: the same order from ``(seed, epoch)``; a stream is read again up to that point).
         seed: shuffling and transform keys; the run is deterministic given the seed.
         progress: a progress bar (it says when the step is compiling, then shows examples/s and an ETA).
         regularizer: ``(model, x_batch, y_batch) -> scalar`` added to the loss (DELTA, BSS, ...).
@@ -481,6 +487,8 @@ def finetune(
     check_positive_int(batch_size, "batch_size")
     check_positive_int(accumulate_steps, "accumulate_steps")
     check_positive_int(checkpoint_every, "checkpoint_every")
+    if checkpoint_every_steps is not None:
+        check_positive_int(checkpoint_every_steps, "checkpoint_every_steps")
     check_positive_int(keep_checkpoints, "keep_checkpoints")
     if regularizer is not None and not callable(regularizer):
         raise TypeError(f"regularizer must be a callable (model, x, y) -> scalar; got {type(regularizer).__name__}.")
@@ -570,6 +578,7 @@ def finetune(
     # ---- resume ----
     history: list[dict] = []
     start_epoch, best = 0, {"value": None, "epoch": None, "params": None, "rest": None, "bad": 0}
+    partial = None  # an epoch saved part-way: {"steps", "loss_sum", "count", "sums"}
     ckpt = _Checkpointer(checkpoint_dir, keep_checkpoints) if checkpoint_dir is not None else None
     if ckpt is not None and ckpt.latest() is not None:
         state = {"params": params, "rest": rest, "opt_state": opt_state, "aux": aux, "best": params}
@@ -584,8 +593,9 @@ def finetune(
         best.update(value=meta["best_value"], epoch=meta["best_epoch"], bad=meta["bad_epochs"])
         if meta["best_epoch"] is not None:
             best["params"], best["rest"] = restored["best"], rest
+        partial = meta.get("partial")
         if meta.get("stopped"):
-            start_epoch = epochs
+            start_epoch, partial = epochs, None
 
     if mesh is not None:  # parameters and optimiser state replicated over the mesh (after a resume too)
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -593,7 +603,7 @@ def finetune(
 
     # ---- loop ----
     base_key = jax.random.key(seed)
-    step_index = sum(h.get("steps", 0) for h in history)
+    step_index = sum(h.get("steps", 0) for h in history) + (partial["steps"] if partial else 0)
     n_examples = len(train_data[0]) if arrays else None
     bar = progress_bar(enabled=progress, desc=f"finetune[{spec.name}]", unit="ex",
                        total=None if n_examples is None else (epochs - start_epoch) * n_examples)  # fmt: skip
@@ -601,10 +611,18 @@ def finetune(
     for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
         compile_seconds, losses, count, sums, steps = 0.0, [], 0.0, {}, 0
+        skip = 0
+        if partial is not None and epoch == start_epoch:  # resume inside this epoch
+            skip, steps, count = partial["steps"], partial["steps"], partial["count"]
+            losses = [jnp.asarray(partial["loss_sum"], jnp.float32)]
+            sums = {k: [jnp.asarray(v, jnp.float32)] for k, v in partial["sums"].items()}
         for xb, yb, mask in epoch_batches(train_data, batch_size, epoch=epoch, seed=seed, shuffle=shuffle,
                                           drop_last=drop_last, name="train_data"):  # fmt: skip
+            if skip:
+                skip -= 1
+                continue
             t0 = time.perf_counter()
-            first = steps == 0 and epoch == start_epoch
+            first = compile_seconds == 0.0 and epoch == start_epoch
             if first:
                 bar.set_postfix_str("compiling the train step")
             key = jax.random.fold_in(base_key, step_index)
@@ -626,6 +644,15 @@ def finetune(
             step_index += 1
             if not first:
                 bar.update(int(real))
+            if ckpt is not None and checkpoint_every_steps and step_index % checkpoint_every_steps == 0:
+                part = {"steps": steps, "count": count, "loss_sum": float(jnp.sum(jnp.stack(losses))),
+                        "sums": {k: float(jnp.sum(jnp.stack(v))) for k, v in sums.items()}}  # fmt: skip
+                meta = {"epoch": epoch, "step_index": step_index, "partial": part, "history": history,
+                        "best_value": best["value"], "best_epoch": best["epoch"], "bad_epochs": best["bad"],
+                        "stopped": False, "recipe": _describe(spec.name, params, epochs, batch_size, seed)}  # fmt: skip
+                keep = best["params"] if best["params"] is not None else params
+                state = {"params": params, "rest": rest, "opt_state": opt_state, "aux": aux, "best": keep}
+                ckpt.save(step_index, state, meta)
         if steps == 0:
             raise ValueError(
                 f"train_data yielded no batch in epoch {epoch + 1} (a one-shot iterator is used up after one epoch: "
@@ -659,12 +686,14 @@ def finetune(
         bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in ("loss", metric_key)})
         stopped = patience is not None and best["bad"] >= patience
         if ckpt is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs or stopped):
-            meta = {"epoch": epoch + 1, "history": history, "best_value": best["value"], "best_epoch": best["epoch"],
-                    "bad_epochs": best["bad"], "stopped": stopped,
-                    "recipe": _describe(spec.name, params, epochs, batch_size, seed)}  # fmt: skip
+            meta = {"epoch": epoch + 1, "step_index": step_index, "partial": None, "history": history,
+                    "best_value": best["value"], "best_epoch": best["epoch"], "bad_epochs": best["bad"],
+                    "stopped": stopped, "recipe": _describe(spec.name, params, epochs, batch_size, seed)}  # fmt: skip
             keep = best["params"] if best["params"] is not None else weights
-            ckpt.save(epoch + 1, {"params": params, "rest": rest, "opt_state": opt_state, "aux": aux, "best": keep},
-                      meta)  # fmt: skip
+            state = {"params": params, "rest": rest, "opt_state": opt_state, "aux": aux, "best": keep}
+            if ckpt.latest() == step_index:  # a step checkpoint at the epoch's last step: replace it
+                ckpt.delete(step_index)
+            ckpt.save(step_index, state, meta)
         if stopped:
             break
     bar.close()

@@ -233,34 +233,46 @@ _RUN = textwrap.dedent(
     rng = np.random.default_rng(0)
     X = rng.normal(size=(40, 6)).astype(np.float32)
     Y = np.argmax(X[:, :3], 1).astype(np.int32)
-    kill_at = int(sys.argv[2])
-    calls = []
+    directory, kill_at, out, every = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    yielded = []
 
     def data(epoch):  # called with the epoch: a reproducible stream
-        calls.append(1)
-        if len(calls) == kill_at:
-            os._exit(3)  # as a killed process: no cleanup, no exception handling
         order = np.random.default_rng(epoch).permutation(40)
-        return iter([(X[order[i : i + 16]], Y[order[i : i + 16]]) for i in (0, 16, 32)])
+        for i in (0, 16, 32):
+            yielded.append(1)
+            if len(yielded) == kill_at:
+                os._exit(3)  # as a killed process: no cleanup, no exception handling
+            yield X[order[i : i + 16]], Y[order[i : i + 16]]
 
     model, _ = finetune(MLP(6, (8,), 3, rngs=nnx.Rngs(0)), data, strategy="full", epochs=5, batch_size=16,
-                        learning_rate=1e-2, transform=lambda b, k: b, checkpoint_dir=sys.argv[1],
-                        progress=False, keep_checkpoints=1)
-    np.save(sys.argv[3], np.asarray(model.head.kernel[...]))
+                        learning_rate=1e-2, transform=lambda b, k: b, checkpoint_dir=directory, progress=False,
+                        keep_checkpoints=1, checkpoint_every_steps=every or None)
+    np.save(out, np.asarray(model.head.kernel[...]))
     """
 )
 
 
-def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize(
+    ("kill_at", "every"),
+    [(9, 0), (10, 2)],
+    ids=["killed-between-epochs", "killed-inside-an-epoch"],
+)
+def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, kill_at, every):
+    """Batches are counted from 1 (the first is read once before training): 9 = the second batch of epoch 3, with
+    epoch checkpoints; 10 = its third batch, after a step checkpoint at step 8, inside the epoch."""
     script = tmp_path / "run.py"
     script.write_text(_RUN)
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    run = [sys.executable, str(script)]
-    killed = subprocess.run([*run, str(tmp_path / "ck"), "4", str(tmp_path / "a.npy")], env=env, capture_output=True)
-    assert killed.returncode == 3, killed.stderr.decode()[-2000:]  # killed as the third epoch starts
-    resumed = subprocess.run([*run, str(tmp_path / "ck"), "0", str(tmp_path / "a.npy")], env=env, capture_output=True)
+
+    def run(directory, kill, out):
+        args = [sys.executable, str(script), str(tmp_path / directory), str(kill), str(tmp_path / out), str(every)]
+        return subprocess.run(args, env=env, capture_output=True)
+
+    killed = run("ck", kill_at, "a.npy")
+    assert killed.returncode == 3, killed.stderr.decode()[-2000:]
+    resumed = run("ck", 0, "a.npy")
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
-    whole = subprocess.run([*run, str(tmp_path / "ck2"), "0", str(tmp_path / "b.npy")], env=env, capture_output=True)
+    whole = run("ck2", 0, "b.npy")
     assert whole.returncode == 0, whole.stderr.decode()[-2000:]
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
 
