@@ -28,7 +28,8 @@ __all__ = ["TASKS", "mean_average_precision", "per_example_loss", "top_k_accurac
 TASKS = ("classification", "multilabel", "regression")
 
 
-def _check_task(task) -> None:
+def check_task(task) -> None:
+    """ValueError unless ``task`` is one of :data:`TASKS` or a callable."""
     if not (callable(task) or task in TASKS):
         raise ValueError(f"task must be one of {TASKS} or a callable (outputs, targets) -> (n,) losses; got {task!r}.")
 
@@ -54,7 +55,7 @@ def per_example_loss(
     """
     if callable(task):
         return task(outputs, targets)
-    _check_task(task)
+    check_task(task)
     dtype = jnp.promote_types(outputs.dtype, jnp.float32)
     out = outputs.astype(dtype)
     if task == "classification":
@@ -79,6 +80,8 @@ def top_k_accuracy(logits: jax.Array, labels: jax.Array, k: int = 1) -> jax.Arra
         >>> print(top_k_accuracy(logits, jnp.array([2, 0]), k=1), top_k_accuracy(logits, jnp.array([2, 0]), k=2))
         [0. 1.] [1. 1.]
     """
+    if isinstance(k, bool) or not (isinstance(k, int) and 1 <= k <= logits.shape[-1]):
+        raise ValueError(f"k must be an integer in [1, {logits.shape[-1]}] (the number of classes); got {k!r}.")
     if labels.ndim == 2:  # probability rows: the most likely class counts as the label
         labels = jnp.argmax(labels, axis=-1)
     true = jnp.take_along_axis(logits, labels[:, None], axis=1)

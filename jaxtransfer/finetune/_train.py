@@ -25,7 +25,7 @@ from flax import nnx
 from jaxtransfer._checks import check_positive_int
 from jaxtransfer._progress import progress_bar
 from jaxtransfer.finetune._data import epoch_batches, is_array_data, takes_epoch
-from jaxtransfer.finetune._losses import TASKS, mean_average_precision, per_example_loss, per_example_metrics
+from jaxtransfer.finetune._losses import check_task, mean_average_precision, per_example_loss, per_example_metrics
 from jaxtransfer.finetune._optim import BuiltinAdam, build_optimizer, learning_rate_schedule
 from jaxtransfer.finetune._rules import Rule, check_rules, rule_for
 from jaxtransfer.finetune._strategy import get_strategy
@@ -140,11 +140,6 @@ def _metric_name(task) -> str:
     return {"classification": "accuracy", "multilabel": "label_accuracy", "regression": "neg_mse"}.get(task, "loss")
 
 
-def _check_task(task) -> None:
-    if not (callable(task) or task in TASKS):
-        raise ValueError(f"task must be one of {TASKS} or a callable (outputs, targets) -> (n,) losses; got {task!r}.")
-
-
 def _check_arrays(data, name: str):
     """Validates ``(x, y)`` arrays (shapes, finiteness)."""
     if not (isinstance(data, tuple | list) and len(data) == 2):
@@ -250,7 +245,7 @@ def evaluate(
         >>> sorted(evaluate(model, (x, y)))
         ['accuracy', 'loss']
     """
-    _check_task(task)
+    check_task(task)
     check_positive_int(batch_size, "batch_size")
     top_k = tuple(int(k) for k in top_k)
     if _looks_like_arrays(data):
@@ -481,7 +476,7 @@ def finetune(
         (True, True)
     """
     # ---- settings ----
-    _check_task(task)
+    check_task(task)
     spec = get_strategy(strategy)
     check_positive_int(epochs, "epochs")
     check_positive_int(batch_size, "batch_size")

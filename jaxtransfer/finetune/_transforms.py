@@ -19,6 +19,22 @@ Batch = tuple[jax.Array, jax.Array]
 Transform = Callable[[Batch, jax.Array], Batch]
 
 
+def _check_fraction(value, name: str, *, open_low: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and (value > 0 if open_low else value >= 0)
+    if not (ok and value <= 1):
+        raise ValueError(f"{name} must be a number in {'(0' if open_low else '[0'}, 1]; got {value!r}.")
+
+
+def _check_alpha(alpha) -> None:
+    if isinstance(alpha, bool) or not (isinstance(alpha, int | float) and 0 < alpha < float("inf")):
+        raise ValueError(f"alpha (of the Beta(alpha, alpha) mixing weight) must be a finite number > 0; got {alpha!r}.")
+
+
+def _check_classes(num_classes) -> None:
+    if isinstance(num_classes, bool) or not (isinstance(num_classes, int) and num_classes >= 2):
+        raise ValueError(f"num_classes must be an integer >= 2; got {num_classes!r}.")
+
+
 def compose(*transforms: Transform) -> Transform:
     """Applies ``transforms`` in order, each with its own key split from the step's key.
 
@@ -47,6 +63,7 @@ def random_flip(prob: float = 0.5) -> Transform:
         >>> random_flip(prob=1.0)((x, jnp.zeros(1)), jax.random.key(0))[0].ravel().tolist()
         [2.0, 1.0, 0.0]
     """
+    _check_fraction(prob, "prob")
 
     def apply(batch: Batch, key: jax.Array) -> Batch:
         x, y = batch
@@ -68,6 +85,13 @@ def random_resized_crop(
         >>> x.shape, round(float(x.min()), 5), round(float(x.max()), 5)  # a constant image stays constant
         ((2, 16, 16, 3), 1.0, 1.0)
     """
+    if isinstance(size, bool) or not (isinstance(size, int) and size > 0):
+        raise ValueError(f"size must be a positive integer (pixels); got {size!r}.")
+    lo, hi = scale
+    _check_fraction(lo, "scale[0]", open_low=True)
+    _check_fraction(hi, "scale[1]", open_low=True)
+    if not (lo <= hi and 0 < ratio[0] <= ratio[1] < float("inf")):
+        raise ValueError(f"need 0 < scale[0] <= scale[1] <= 1 and 0 < ratio[0] <= ratio[1]; got {scale}, {ratio}.")
 
     def crop(image, key):
         h, w = image.shape[0], image.shape[1]
@@ -107,6 +131,8 @@ def mixup(alpha: float = 0.2, *, num_classes: int) -> Transform:
         >>> bool(jnp.allclose(y.sum(1), 1.0))
         True
     """
+    _check_alpha(alpha)
+    _check_classes(num_classes)
 
     def apply(batch: Batch, key: jax.Array) -> Batch:
         x, y = batch
@@ -131,6 +157,8 @@ def cutmix(alpha: float = 1.0, *, num_classes: int) -> Transform:
         >>> bool(jnp.allclose(y[:, 1], xm.mean(axis=(1, 2, 3))))  # label weight = pasted area
         True
     """
+    _check_alpha(alpha)
+    _check_classes(num_classes)
 
     def apply(batch: Batch, key: jax.Array) -> Batch:
         x, y = batch
@@ -165,6 +193,7 @@ def token_dropout(rate: float = 0.1, *, pad_id: int = 0, keep_first: bool = True
         >>> token_dropout(1.0)((tokens, jnp.zeros(1)), jax.random.key(0))[0].tolist()
         [[101, 0, 0, 0, 0, 0]]
     """
+    _check_fraction(rate, "rate")
 
     def apply(batch: Batch, key: jax.Array) -> Batch:
         tokens, y = batch

@@ -391,3 +391,10 @@ def test_a_finished_run_restores_from_its_checkpoint_on_a_mesh(tmp_path):
     b, hb = finetune(_mlp(), (X, Y), epochs=2, batch_size=16, mesh=mesh, checkpoint_dir=tmp_path, **KW)
     _allclose(_params(a), _params(b), atol=0, rtol=0)  # nothing left to train: the saved weights come back
     assert [h["loss"] for h in ha] == [h["loss"] for h in hb]
+
+
+def test_top_k_rejects_a_k_outside_the_classes():
+    logits, labels = jnp.zeros((2, 3)), jnp.array([0, 1])
+    for k in (0, 4, True):
+        with pytest.raises(ValueError, match="k must be an integer in"):
+            top_k_accuracy(logits, labels, k)

@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxtransfer.finetune import compose, cutmix, mixup, random_flip, random_resized_crop, token_dropout
 
@@ -54,3 +55,21 @@ def test_cutmix_and_token_dropout_and_compose():
     assert np.all(d[:, 0] == 101) and np.all(d[:, 5:] == 0) and 0.3 < np.mean(d[:, 1:5] == 0) < 0.7
     both = compose(random_flip(1.0), random_flip(1.0))((IMAGES, LABELS), jax.random.key(6))[0]
     np.testing.assert_array_equal(np.asarray(both), np.asarray(IMAGES))
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: random_flip(1.5), "prob must be a number in"),
+        (lambda: random_resized_crop(0), "size must be a positive integer"),
+        (lambda: random_resized_crop(8, scale=(0.5, 0.1)), "scale"),
+        (lambda: random_resized_crop(8, scale=(0.0, 1.0)), r"scale\[0\]"),
+        (lambda: mixup(0.0, num_classes=3), "alpha"),
+        (lambda: mixup(0.2, num_classes=1), "num_classes"),
+        (lambda: cutmix(float("nan"), num_classes=3), "alpha"),
+        (lambda: token_dropout(-0.1), "rate must be a number in"),
+    ],
+)
+def test_bad_settings_raise_at_construction(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
