@@ -1,4 +1,5 @@
-"""Fine-tuning in Flax NNX: the strategies (SSF with exact merge, LoRA with merge, BitFit, linear probe, full),
+"""Fine-tuning in Flax NNX: the strategies (SSF, LoRA and IA3 with exact merges, VPT, bottleneck adapters, BitFit,
+linear probe, full), adapter files,
 the regularisers, and a trainer (arrays or streams, transforms on device, per-parameter rules, mixed precision,
 meshes, best-epoch selection, checkpoints and resume).
 
@@ -11,8 +12,10 @@ import importlib as _importlib
 import pkgutil as _pkgutil
 
 from jaxtransfer.finetune import _bitfit, _full, _linear_probe  # noqa: F401  (they only register a strategy)
+from jaxtransfer.finetune._adapter import Adapter, AdapterAdapted, AdapterParam, adapter_sites, inject_adapter
 from jaxtransfer.finetune._glue import accuracy, apply_fn, predict
-from jaxtransfer.finetune._lora import inject_lora, lora_sites, merge_lora
+from jaxtransfer.finetune._ia3 import IA3Adapted, IA3Param, ia3_sites, inject_ia3, merge_ia3
+from jaxtransfer.finetune._lora import LoRAAdapted, inject_lora, lora_sites, merge_lora, unmerge_lora
 from jaxtransfer.finetune._losses import TASKS, mean_average_precision, per_example_loss, top_k_accuracy
 from jaxtransfer.finetune._optim import learning_rate_schedule
 from jaxtransfer.finetune._regularizers import (
@@ -32,12 +35,14 @@ from jaxtransfer.finetune._strategy import (
     Strategy,
     count_params,
     get_strategy,
+    print_trainable,
     register_strategy,
     trainable_filter,
 )
 from jaxtransfer.finetune._surgery import HEAD, is_head, path_str, replace_module, select_modules
 from jaxtransfer.finetune._train import evaluate, finetune
 from jaxtransfer.finetune._transforms import compose, cutmix, mixup, random_flip, random_resized_crop, token_dropout
+from jaxtransfer.finetune._vpt import inject_vpt
 
 __all__ = [
     "HEAD",
@@ -45,11 +50,18 @@ __all__ = [
     "SSF",
     "STRATEGIES",
     "TASKS",
+    "Adapter",
+    "AdapterAdapted",
+    "AdapterParam",
+    "IA3Adapted",
+    "IA3Param",
+    "LoRAAdapted",
     "Rule",
     "SSFAdapted",
     "SSFParam",
     "Strategy",
     "accuracy",
+    "adapter_sites",
     "apply_fn",
     "bss_penalty",
     "co_tuning_loss",
@@ -62,20 +74,26 @@ __all__ = [
     "evaluate",
     "finetune",
     "get_strategy",
+    "ia3_sites",
+    "inject_adapter",
+    "inject_ia3",
     "inject_lora",
     "inject_ssf",
+    "inject_vpt",
     "is_head",
     "l2_sp",
     "l2_sp_penalty",
     "learning_rate_schedule",
     "lora_sites",
     "mean_average_precision",
+    "merge_ia3",
     "merge_lora",
     "merge_ssf",
     "mixup",
     "path_str",
     "per_example_loss",
     "predict",
+    "print_trainable",
     "random_flip",
     "random_resized_crop",
     "register_strategy",
@@ -86,6 +104,7 @@ __all__ = [
     "token_dropout",
     "top_k_accuracy",
     "trainable_filter",
+    "unmerge_lora",
 ]
 
 # A strategy added as a new file registers itself on import.

@@ -235,5 +235,6 @@ register_strategy(
     prepare=inject_ssf,
     check=_check,
     merge=merge_ssf,
+    config=lambda model: {"where": ssf_sites(model)},
     reference="Lian, Zhou, Feng and Wang, NeurIPS 2022",
 )

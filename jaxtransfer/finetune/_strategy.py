@@ -7,7 +7,9 @@ A strategy is
 - ``prepare(model, **options) -> model``: the surgery that adds its parameters (``inject_ssf``, ``inject_lora``),
   or None;
 - ``check(model)``: raises ``ValueError`` before training if the model is not ready (e.g. not prepared), or None;
-- ``merge(model) -> model``: folds the trained parameters back into the original architecture, or None.
+- ``merge(model) -> model``: folds the trained parameters back into the original architecture, or None;
+- ``config(model) -> dict``: the ``prepare`` options (sites included) that rebuild a prepared model's structure
+  from its base, or None: what adapter files and checkpoints record.
 
 A new strategy is one file in ``jaxtransfer/finetune/`` that calls :func:`register_strategy` (the package imports
 every module in its folder) plus its test.
@@ -30,6 +32,7 @@ __all__ = [
     "Strategy",
     "count_params",
     "get_strategy",
+    "print_trainable",
     "register_strategy",
     "trainable_filter",
 ]
@@ -55,6 +58,7 @@ class Strategy:
     check: Callable[[nnx.Module], None] | None = None
     merge: Callable[[nnx.Module], nnx.Module] | None = None
     reference: str = ""
+    config: Callable[[nnx.Module], dict] | None = None
 
 
 _STRATEGIES: dict[str, Strategy] = {}
@@ -69,6 +73,7 @@ def register_strategy(
     prepare: Callable | None = None,
     check: Callable[[nnx.Module], None] | None = None,
     merge: Callable[[nnx.Module], nnx.Module] | None = None,
+    config: Callable[[nnx.Module], dict] | None = None,
     reference: str = "",
 ) -> Strategy:
     """Registers a strategy and returns it.
@@ -83,7 +88,7 @@ def register_strategy(
     """
     if name in _STRATEGIES:
         raise ValueError(f"a strategy named {name!r} is already registered; choose another name.")
-    _STRATEGIES[name] = strategy = Strategy(name, params, prepare, check, merge, reference)
+    _STRATEGIES[name] = strategy = Strategy(name, params, prepare, check, merge, reference, config)
     return strategy
 
 
@@ -138,3 +143,22 @@ def count_params(model: nnx.Module, filter=nnx.Param) -> int:
     if isinstance(filter, str | Strategy):
         filter = trainable_filter(filter)
     return int(sum(x.size for x in jax.tree.leaves(nnx.state(model, filter))))
+
+
+def print_trainable(model: nnx.Module, strategy: str | Strategy = "full") -> str:
+    """Prints (and returns) peft's one-line summary of what ``strategy`` trains in ``model``.
+
+    "all params" counts every ``nnx.Param`` of the model as it is (adapters included, BatchNorm statistics not).
+
+    Example:
+        >>> from flax import nnx
+        >>> from jaxtransfer.models import MLP
+        >>> _ = print_trainable(MLP(4, [8], 3, rngs=nnx.Rngs(0)), "linear_probe")
+        trainable params: 27 || all params: 67 || trainable%: 40.2985
+    """
+    trainable, total = count_params(model, strategy), count_params(model)
+    line = (
+        f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / max(total, 1):.4f}"
+    )
+    print(line)
+    return line

@@ -42,10 +42,11 @@ def _is_float(x) -> bool:
 
 
 def _adapter_filter():
-    """Variable types of adapters, which stay float32 under mixed precision."""
+    """Variable types of the multiplicative and low-rank adapters, which stay float32 under mixed precision."""
+    from jaxtransfer.finetune._ia3 import IA3Param
     from jaxtransfer.finetune._ssf import SSFParam
 
-    return nnx.Any(SSFParam, nnx.LoRAParam)
+    return nnx.Any(SSFParam, nnx.LoRAParam, IA3Param)
 
 
 def _compute_states(states, dtype):

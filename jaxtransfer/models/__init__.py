@@ -1,6 +1,7 @@
 """NNX models: small reference models (MLP, residual CNN, tiny ViT), real pre-trained backbones, checkpoints."""
 
 from jaxtransfer.models._extract import extract_features
+from jaxtransfer.models._prompts import PromptParam, Prompts
 from jaxtransfer.models.checkpoint import restore_model, save_model
 from jaxtransfer.models.cnn import CNN
 from jaxtransfer.models.efficientnet import EFFICIENTNET_LITE, DepthwiseConv, EfficientNetLite, LiteConfig
@@ -26,6 +27,8 @@ __all__ = [
     "EfficientNetLite",
     "LiteConfig",
     "MiniLM",
+    "PromptParam",
+    "Prompts",
     "TinyViT",
     "cache_dir",
     "convert_efficientnet_lite",

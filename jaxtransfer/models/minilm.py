@@ -122,6 +122,12 @@ class MiniLM(nnx.Module):
         self.embed_norm = nnx.LayerNorm(c.dim, epsilon=c.eps, rngs=rngs)
         self.layers = nnx.List([_Layer(c, rngs=rngs) for _ in range(c.depth)])
         self.head = nnx.data(None if num_outputs is None else nnx.Linear(c.dim, num_outputs, rngs=rngs))
+        self.prompts = nnx.data(None)  # the VPT hook (jaxtransfer.models.Prompts; set by inject_vpt)
+
+    @property
+    def prompt_shape(self) -> tuple[int, int]:
+        """(blocks, token width): the shape VPT prompts need (see ``jaxtransfer.models.Prompts``)."""
+        return self.config.depth, self.config.dim
 
     @property
     def layer_names(self) -> tuple[str, ...]:
@@ -137,17 +143,25 @@ class MiniLM(nnx.Module):
         return tokens
 
     def hidden_states(self, tokens: jax.Array) -> list[jax.Array]:
-        """Every layer's token states: ``depth + 1`` arrays (n, L, dim), the embeddings first."""
+        """Every layer's token states: ``depth + 1`` arrays (n, L, dim), the embeddings first.
+
+        With VPT ``prompts``, they attend and are attended to after [CLS] inside the layers, and the returned
+        states leave them out (so pooling and the read-out see the L text positions)."""
         tokens = self._check(tokens)
         mask = tokens != self.config.pad_id
         positions = jnp.arange(tokens.shape[1])[None, :]
         h = self.word_embeddings(tokens) + self.position_embeddings(positions)
         h = self.embed_norm(h + self.type_embeddings(jnp.zeros_like(tokens)))
         bias = jnp.where(mask, 0.0, jnp.finfo(h.dtype).min)[:, None, None, :]
+        prompts = self.prompts
+        if prompts is not None:
+            bias = prompts.extend(bias, 0.0)  # every prompt is attended to
         states = [h]
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
+            if prompts is not None:
+                h = prompts.insert(h, i)
             h = layer(h, bias)
-            states.append(h)
+            states.append(h if prompts is None else prompts.remove(h))
         return states
 
     def layer_features(self, tokens: jax.Array) -> dict[str, jax.Array]:

@@ -25,6 +25,8 @@ class _Block(nnx.Module):
 class TinyViT(nnx.Module):
     """Images (n, H, W, C_in) -> non-overlapping ``patch`` x ``patch`` patches -> ``depth`` blocks -> class token.
 
+    VPT prompt tokens (``prompts``, see ``jaxtransfer.models.Prompts``) go right after the class token.
+
     ``features(x)`` is the final LayerNorm of the class token (n, dim); ``head`` maps it to the outputs.
 
     Example (shapes only, with ``nnx.eval_shape``):
@@ -59,15 +61,23 @@ class TinyViT(nnx.Module):
         self.blocks = nnx.List([_Block(dim, heads, mlp_ratio, rngs=rngs) for _ in range(depth)])
         self.norm = nnx.LayerNorm(dim, rngs=rngs)
         self.head = nnx.Linear(dim, num_outputs, rngs=rngs)
+        self.prompts = nnx.data(None)  # the VPT hook (jaxtransfer.models.Prompts; set by inject_vpt)
+
+    @property
+    def prompt_shape(self) -> tuple[int, int]:
+        """(blocks, token width): the shape VPT prompts need (see ``jaxtransfer.models.Prompts``)."""
+        return len(self.blocks), self.pos_embed.shape[-1]
 
     def features(self, x: jax.Array) -> jax.Array:
         p = self.patch_embed(x)
         p = p.reshape(p.shape[0], -1, p.shape[-1])
         cls = jnp.broadcast_to(self.cls_token[...], (p.shape[0], 1, p.shape[-1]))
         h = jnp.concatenate([cls, p], axis=1) + self.pos_embed[...]
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
+            if self.prompts is not None:
+                h = self.prompts.insert(h, i)
             h = block(h)
-        return self.norm(h[:, 0])
+        return self.norm(h[:, 0])  # the class token (prompts sit after it)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.head(self.features(x))
