@@ -13,6 +13,13 @@ import pkgutil as _pkgutil
 
 from jaxtransfer.finetune import _bitfit, _full, _linear_probe  # noqa: F401  (they only register a strategy)
 from jaxtransfer.finetune._adapter import Adapter, AdapterAdapted, AdapterParam, adapter_sites, inject_adapter
+from jaxtransfer.finetune._adapter_files import (
+    adapter_config,
+    inject_recorded,
+    injected_adapters,
+    load_adapter,
+    save_adapter,
+)
 from jaxtransfer.finetune._glue import accuracy, apply_fn, predict
 from jaxtransfer.finetune._ia3 import IA3Adapted, IA3Param, ia3_sites, inject_ia3, merge_ia3
 from jaxtransfer.finetune._lora import LoRAAdapted, inject_lora, lora_sites, merge_lora, unmerge_lora
@@ -61,6 +68,7 @@ __all__ = [
     "SSFParam",
     "Strategy",
     "accuracy",
+    "adapter_config",
     "adapter_sites",
     "apply_fn",
     "bss_penalty",
@@ -78,12 +86,15 @@ __all__ = [
     "inject_adapter",
     "inject_ia3",
     "inject_lora",
+    "inject_recorded",
     "inject_ssf",
     "inject_vpt",
+    "injected_adapters",
     "is_head",
     "l2_sp",
     "l2_sp_penalty",
     "learning_rate_schedule",
+    "load_adapter",
     "lora_sites",
     "mean_average_precision",
     "merge_ia3",
@@ -99,6 +110,7 @@ __all__ = [
     "register_strategy",
     "replace_module",
     "rule_for",
+    "save_adapter",
     "select_modules",
     "ssf_sites",
     "token_dropout",

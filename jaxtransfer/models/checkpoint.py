@@ -11,6 +11,8 @@ __all__ = ["restore_model", "save_model"]
 
 # Files orbax writes at the top of every checkpoint directory; a directory without them is not a checkpoint.
 _MARKERS = ("_CHECKPOINT_METADATA", "_METADATA")
+# The checkpoint's custom metadata key under which save_model records the adapters injected into the model.
+_ADAPTERS = "jaxtransfer_adapters"
 
 
 def _is_checkpoint(path: Path) -> bool:
@@ -19,6 +21,9 @@ def _is_checkpoint(path: Path) -> bool:
 
 def save_model(model: nnx.Module, path: str | Path, *, force: bool = False) -> Path:
     """Writes the model's state to the directory ``path`` (orbax writes to a temporary name, then renames).
+
+    The checkpoint records which adapters (LoRA, SSF, IA3, VPT, bottleneck adapters) were injected and how, so
+    :func:`restore_model` can inject them into a plain template.
 
     Args:
         force: replace an existing checkpoint at ``path``. Only a checkpoint is ever replaced: a directory holding
@@ -46,8 +51,10 @@ def save_model(model: nnx.Module, path: str | Path, *, force: bool = False) -> P
             f"{path} exists and is not a jaxtransfer/orbax checkpoint: force=True only replaces a checkpoint, never "
             "other files. Choose another path."
         )
+    from jaxtransfer.finetune import injected_adapters  # (the strategies register in the fine-tuning package)
+
     with ocp.StandardCheckpointer() as ckpt:
-        ckpt.save(path, nnx.state(model), force=force)
+        ckpt.save(path, nnx.state(model), force=force, custom_metadata={_ADAPTERS: injected_adapters(model)})
     return path
 
 
@@ -90,8 +97,11 @@ def _check_structure(template_state, metadata, path: Path) -> None:
             )
 
 
-def restore_model(model: nnx.Module, path: str | Path) -> nnx.Module:
+def restore_model(model: nnx.Module, path: str | Path, *, inject: bool = True) -> nnx.Module:
     """Returns a copy of ``model`` (same architecture) with the state read from ``path``; ``model`` is unchanged.
+
+    If the checkpoint was saved from a model with adapters and ``model`` carries none, they are injected into the
+    copy first, as recorded (``inject=False``: refuse and name the call to make instead).
 
     Raises:
         FileNotFoundError: no checkpoint at ``path``.
@@ -118,9 +128,18 @@ def restore_model(model: nnx.Module, path: str | Path) -> nnx.Module:
         raise FileNotFoundError(f"no checkpoint at {path}.")
     if not _is_checkpoint(path):
         raise FileNotFoundError(f"{path} is not a checkpoint (no {_MARKERS[0]} in it); give the save_model path.")
-    graphdef, abstract = nnx.split(nnx.clone(model))
+    from jaxtransfer.finetune import inject_recorded, injected_adapters
+
+    template = nnx.clone(model)
     with ocp.StandardCheckpointer() as ckpt:
         metadata = ckpt.metadata(path)
+        recorded = (getattr(metadata, "custom_metadata", None) or {}).get(_ADAPTERS) or []
+        if recorded and not injected_adapters(template):
+            if not inject:
+                calls = ", ".join(f"{r['strategy']} with {r['options']}" for r in recorded)
+                raise ValueError(f"the checkpoint at {path} has adapters the template lacks: inject {calls} first.")
+            template = inject_recorded(template, recorded)
+        graphdef, abstract = nnx.split(template)
         _check_structure(abstract, getattr(metadata, "item_metadata", metadata), path)
         state = ckpt.restore(path, abstract)
     return nnx.merge(graphdef, state)

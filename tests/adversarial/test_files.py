@@ -136,10 +136,10 @@ def test_save_model_force_replaces_a_checkpoint(tmp_path):
 
 
 RESTORE = [
-    ("SSF checkpoint, plain template", lambda: inject_ssf(_mlp()), lambda: _mlp(), "call inject_ssf on the template"),
+    ("SSF checkpoint, plain template", lambda: inject_ssf(_mlp()), lambda: _mlp(), "the template lacks: inject ssf"),
     ("plain checkpoint, SSF template", lambda: _mlp(), lambda: inject_ssf(_mlp()), "restore into the model before "
      "inject_ssf"),
-    ("LoRA checkpoint, plain template", lambda: inject_lora(_mlp(), 2), lambda: _mlp(), "call inject_lora"),
+    ("LoRA checkpoint, plain template", lambda: inject_lora(_mlp(), 2), lambda: _mlp(), "inject lora with {'rank': 2"),
     ("head width", lambda: _mlp(5), lambda: _mlp(3), r"head.bias of shape \(5,\), the template \(3,\)"),
     ("deeper model", lambda: MLP(4, (8, 8), 3, rngs=nnx.Rngs(0)), lambda: _mlp(), "the template does not"),
 ]  # fmt: skip
@@ -149,7 +149,23 @@ RESTORE = [
 def test_restoring_into_another_structure_says_what_differs_and_how_to_fix_it(tmp_path, case, saved, template, match):
     save_model(saved(), tmp_path / "ck")
     with pytest.raises(ValueError, match=match):
-        restore_model(template(), tmp_path / "ck")
+        restore_model(template(), tmp_path / "ck", inject=False)
+
+
+def test_restore_injects_the_recorded_adapters_into_a_plain_template(tmp_path):
+    from jaxtransfer.finetune import LoRAAdapted, inject_ia3, lora_sites
+
+    saved = inject_lora(MLP(4, (8, 8), 3, rngs=nnx.Rngs(0)), 2, alpha=4.0, where="layers.1")
+    saved.layers[1].lora_b[...] = np.arange(16, dtype=np.float32).reshape(2, 8)  # as if trained
+    save_model(saved, tmp_path / "ck")
+    restored = restore_model(MLP(4, (8, 8), 3, rngs=nnx.Rngs(5)), tmp_path / "ck")
+    assert lora_sites(restored) == ["layers.1"] and isinstance(restored.layers[1], LoRAAdapted)
+    assert restored.layers[1].scale == 2.0
+    np.testing.assert_array_equal(np.asarray(restored.layers[1].lora_b[...]), np.asarray(saved.layers[1].lora_b[...]))
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(np.asarray(restored(x)), np.asarray(saved(x)))
+    with pytest.raises(ValueError, match="does not match the template"):  # other adapters in the template: refused
+        restore_model(inject_ia3(MLP(4, (8, 8), 3, rngs=nnx.Rngs(5)), where="layers.0"), tmp_path / "ck")
 
 
 def test_restore_from_a_path_that_is_not_a_checkpoint(tmp_path):

@@ -131,7 +131,7 @@ REG_BAD = [
     ("lora twice", lambda: inject_lora(inject_lora(_mlp(), 2), 2), ValueError, "already has LoRA"),
     ("lora rank 0", lambda: inject_lora(_mlp(), 0), ValueError, "rank must be a positive integer"),
     ("lora rank bool", lambda: inject_lora(_mlp(), True), ValueError, "rank must be a positive integer"),
-    ("lora nothing selected", lambda: inject_lora(_mlp(), 2, where="nothing*"), ValueError, "selects no nnx.Linear"),
+    ("lora nothing selected", lambda: inject_lora(_mlp(), 2, where="nothing*"), ValueError, "selects no Linear"),
     ("ssf twice", lambda: inject_ssf(inject_ssf(_mlp())), ValueError, "already has SSF"),
     ("unknown strategy", lambda: trainable_filter("everything"), ValueError, "unknown strategy 'everything'"),
 ]  # fmt: skip
