@@ -1,117 +1,213 @@
-"""Linear probe, BitFit, SSF, LoRA and full fine-tuning of a pre-trained tiny ViT on a real transfer task.
+"""Every parameter-efficient strategy on the real pre-trained backbones and real data, over 3 seeds.
 
-Source task: scikit-learn digits 0-4 (the ViT is pre-trained on them here, full training). Target task: digits
-5-9, half of them for training and half for testing, with a new head. For every strategy the table gives the
-trainable parameters, the test accuracy, the time per training step (after compilation) and, for SSF, the
-inference time before and after merging (the merged model has the base architecture: the same cost).
+- MiniLM-L6 (all-MiniLM-L6-v2) on BBC News (5 topics; 36 articles per topic to train, 12 to validate, 12 to test,
+  128 tokens), the same task few-shot (8 articles per topic to train), and Twitter sentiment (3 classes; 60 / 20 / 20
+  tweets per class, 64 tokens), full and few-shot (8 tweets per class).
+- EfficientNet-Lite0 (ImageNet weights) on real MNIST digits at its native 224 x 224 px (18 / 6 / 6 images per
+  digit); BatchNorm statistics frozen for every strategy.
 
-    python -m bench.peft            # ~2 minutes on 2 CPU cores
+Strategies: linear probe, BitFit, SSF, LoRA on q and v (the usual placement) and on every projection (r = 8,
+alpha = 16), IA3, Houlsby adapters (bottleneck 32), VPT-deep (10 tokens), full. On Lite0 LoRA adapts every ungrouped
+convolution, IA3 rescales the input of each block's projection conv (the expanded activation, the analogue of the
+feed-forward activation), adapters follow each projection conv, and VPT does not apply (no token sequence).
+
+Every run: a new head (seeded), Adam, ``select="best"`` on the validation split, test accuracy of the selected
+epoch. Reported per strategy: trainable parameters (% of the adapted model), test accuracy (mean and sample std over
+the seeds), train ms/step (batch 16), inference ms per batch of 32 unmerged and merged (strategies that merge).
+
+    python -m bench.peft                 # about an hour on 2 CPU cores
+    python -m bench.peft --seeds 1 --tasks bbc_fewshot    # a quick look
+    python -m bench.peft --tasks twitter_fewshot --append  # add (or redo) tasks in the saved results
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
-from bench._common import save
-from jaxtransfer.data import digits_transfer
-from jaxtransfer.finetune import count_params, evaluate, finetune, inject_lora, inject_ssf, merge_ssf
-from jaxtransfer.models import TinyViT
+from bench._common import RESULTS, save
+from jaxtransfer.data import bbc_news, mnist_5k, twitter_sentiment
+from jaxtransfer.finetune import (
+    STRATEGIES,
+    count_params,
+    evaluate,
+    finetune,
+    inject_adapter,
+    inject_ia3,
+    inject_lora,
+    inject_ssf,
+    inject_vpt,
+)
+from jaxtransfer.models import load, tokenize
 
-EPOCHS = 30
-LEARNING_RATES = {"linear_probe": 1e-2, "bitfit": 1e-2, "ssf": 1e-2, "lora": 3e-3, "full": 1e-3}
+BATCH = 16
+TEXT = {
+    "linear_probe": (3e-3, lambda m: m),
+    "bitfit": (3e-3, lambda m: m),
+    "ssf": (3e-3, inject_ssf),
+    "lora_qv": (1e-3, lambda m: inject_lora(m, 8, alpha=16, where=["layers.*.query", "layers.*.value"])),
+    "lora_all": (1e-3, lambda m: inject_lora(m, 8, alpha=16)),
+    "ia3": (3e-3, inject_ia3),
+    "adapter": (1e-3, lambda m: inject_adapter(m, 32)),
+    "vpt": (3e-3, lambda m: inject_vpt(m, 10, deep=True)),
+    "full": (1e-4, lambda m: m),
+}
+IMAGE = {
+    "linear_probe": (3e-3, lambda m: m),
+    "bitfit": (3e-3, lambda m: m),
+    "ssf": (3e-3, inject_ssf),
+    "lora_all": (1e-3, lambda m: inject_lora(m, 8, alpha=16)),
+    "ia3": (3e-3, lambda m: inject_ia3(m, where=[], feedforward="stages.*.project")),
+    "adapter": (1e-3, lambda m: inject_adapter(m, 32, where="stages.*.project")),
+    "full": (3e-4, lambda m: m),
+}
 
 
-def _vit(num_outputs: int, seed: int) -> TinyViT:
-    return TinyViT(8, 1, 2, 48, 3, 4, num_outputs, rngs=nnx.Rngs(seed))
+def _strategy(label: str) -> str:
+    return label.split("_")[0] if label.startswith("lora") else label
 
 
-def _inference_seconds(model, x) -> float:
-    @nnx.jit
-    def forward(model, x):
-        return model(x)
+def _texts(ds, max_length):
+    return [(tokenize(list(x), max_length=max_length), y) for x, y in (ds.part(p) for p in ("train", "val", "test"))]
 
+
+def _few_shot(train, per_class, seed):
+    x, y = train
+    rng = np.random.default_rng(seed)
+    keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in np.unique(y)]))
+    return x[keep], y[keep]
+
+
+def _inference_ms(model, x) -> float:
+    model.eval()
+    forward = jax.jit(lambda m, x: m(x))
     forward(model, x).block_until_ready()
-    times = []
-    for _ in range(20):
+    best = float("inf")
+    for _ in range(5):
         start = time.perf_counter()
         forward(model, x).block_until_ready()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        best = min(best, time.perf_counter() - start)
+    return 1000 * best
+
+
+def _run(task, backbone, label, lr, prepare, parts, seed, epochs) -> dict:
+    train, val, test = parts
+    model = nnx.clone(backbone)
+    model.head = nnx.Linear(model.head.kernel.shape[0], int(train[1].max()) + 1, rngs=nnx.Rngs(100 + seed))
+    model = prepare(model)
+    strategy = _strategy(label)
+    started = time.perf_counter()
+    options = {"eval_data": val, "select": "best", "seed": seed, "progress": False, "freeze_batch_norm": True,
+               "learning_rate": lr, "epochs": epochs, "batch_size": BATCH}  # fmt: skip
+    trained, hist = finetune(model, train, strategy=strategy, **options)
+    x = test[0][:32]
+    row = {
+        "task": task,
+        "strategy": label,
+        "seed": seed,
+        "trainable": count_params(model, strategy),
+        "all_params": count_params(model),
+        "test_accuracy": evaluate(trained, test)["accuracy"],
+        "train_ms_per_step": 1000 * BATCH / hist[-1]["examples_per_second"],
+        "inference_ms": _inference_ms(trained, x),
+        "seconds": time.perf_counter() - started,
+    }
+    merge = STRATEGIES[strategy].merge
+    if merge is not None:
+        merged = merge(trained)
+        row["inference_ms_merged"] = _inference_ms(merged, x)
+        row["merge_max_abs_diff"] = float(np.max(np.abs(np.asarray(merged(x)) - np.asarray(trained(x)))))
+    print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+    return row
+
+
+def _summary(rows):
+    out = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        for label in dict.fromkeys(r["strategy"] for r in rows if r["task"] == task):
+            rs = [r for r in rows if r["task"] == task and r["strategy"] == label]
+            accs = [r["test_accuracy"] for r in rs]
+            merged = [r["inference_ms_merged"] for r in rs if "inference_ms_merged" in r]
+            out.append({
+                "task": task,
+                "strategy": label,
+                "seeds": len(rs),
+                "trainable": rs[0]["trainable"],
+                "trainable_percent": 100 * rs[0]["trainable"] / rs[0]["all_params"],
+                "accuracy_mean": statistics.mean(accs),
+                "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                "train_ms_per_step": statistics.median(r["train_ms_per_step"] for r in rs),
+                "inference_ms": statistics.median(r["inference_ms"] for r in rs),
+                "inference_ms_merged": statistics.median(merged) if merged else None,
+            })  # fmt: skip
+    return out
+
+
+def _print(summary):
+    print(f"\n{'task':14s} {'strategy':13s} {'trainable':>10s} {'%':>7s} {'accuracy':>14s} {'ms/step':>8s} "
+          f"{'inf ms':>7s} {'merged':>7s}")  # fmt: skip
+    for s in summary:
+        merged = "-" if s["inference_ms_merged"] is None else f"{s['inference_ms_merged']:.1f}"
+        print(f"{s['task']:14s} {s['strategy']:13s} {s['trainable']:10d} {s['trainable_percent']:7.3f} "
+              f"{s['accuracy_mean']:7.3f} ± {s['accuracy_std']:.3f} {s['train_ms_per_step']:8.0f} "
+              f"{s['inference_ms']:7.1f} {merged:>7s}")  # fmt: skip
 
 
 def main() -> None:
-    data = digits_transfer(seed=0)
-    xs, ys = data["source"]
-    print(f"pre-training a tiny ViT on digits 0-4 ({len(ys)} images), full training, {EPOCHS} epochs ...")
-    pretrained, hist = finetune(
-        _vit(5, 0), (xs, ys), strategy="full", optimizer=optax.adam(1e-3), epochs=EPOCHS, progress=False
-    )
-    print(f"  source train accuracy {hist[-1]['train_accuracy']:.4f}")
-    # The target model: pre-trained backbone, a new head for the 5 target classes.
-    base = nnx.clone(pretrained)
-    base.head = nnx.Linear(base.head.kernel[...].shape[0], 5, rngs=nnx.Rngs(1))
-    train, test = data["target_train"], data["target_test"]
-    rows = []
-    print(f"\ntarget: digits 5-9, {len(train[1])} train / {len(test[1])} test images, {EPOCHS} epochs each")
-    print(f"{'strategy':<16}{'trainable':>10}{'% of all':>10}{'test acc':>10}{'ms/step':>9}")
-    total = count_params(base)
-    runs = [(s, s) for s in LEARNING_RATES] + [("full (random init)", "full")]
-    for label, strategy in runs:
-        model = base if label != "full (random init)" else _vit(5, 7)
-        if strategy == "ssf":
-            model = inject_ssf(model)
-        if strategy == "lora":
-            model = inject_lora(model, rank=4)
-        trained, hist = finetune(
-            model,
-            train,
-            strategy=strategy,
-            optimizer=optax.adam(LEARNING_RATES[strategy]),
-            epochs=EPOCHS,
-            progress=False,
-        )
-        steps = len(train[1]) // 64
-        step_ms = 1000 * statistics.median(h["seconds"] for h in hist[1:]) / steps
-        acc = evaluate(trained, test)["accuracy"]
-        n_train = count_params(model, strategy)
-        rows.append({"strategy": label, "trainable": n_train, "accuracy": acc, "ms_per_step": step_ms})
-        print(f"{label:<16}{n_train:>10}{100 * n_train / total:>9.2f}%{acc:>10.4f}{step_ms:>9.2f}")
-        if strategy == "ssf":
-            ssf_model = trained
-    merged = merge_ssf(ssf_model)
-    x = jnp.asarray(test[0][:512])
-    diff = float(jnp.max(jnp.abs(merged(x) - ssf_model(x))))
-    same_arch = nnx.graphdef(merged) == nnx.graphdef(base) and count_params(merged) == count_params(base)
-    t_unmerged, t_merged, t_base = (_inference_seconds(m, x) for m in (ssf_model, merged, base))
-    print(
-        f"\nSSF inference on {x.shape[0]} images: unmerged {1000 * t_unmerged:.2f} ms, merged "
-        f"{1000 * t_merged:.2f} ms, base architecture {1000 * t_base:.2f} ms; merged == base architecture: "
-        f"{same_arch}; max |merged - unmerged| = {diff:.1e}; merged test accuracy "
-        f"{evaluate(merged, test)['accuracy']:.4f}"
-    )
-    path = save(
-        "peft",
-        {
-            "rows": rows,
-            "total_params": total,
-            "epochs": EPOCHS,
-            "learning_rates": LEARNING_RATES,
-            "ssf_inference_ms": {"unmerged": 1000 * t_unmerged, "merged": 1000 * t_merged, "base": 1000 * t_base},
-            "merge_max_abs_diff": diff,
-            "merged_is_base_architecture": bool(same_arch),
-            "device": str(jax.devices()[0]),
-        },
-    )
-    print(f"saved {path}")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--tasks", nargs="*", default=["bbc", "bbc_fewshot", "twitter", "twitter_fewshot", "mnist224"])
+    parser.add_argument("--append", action="store_true", help="keep the saved rows of the other tasks")
+    args = parser.parse_args()
+    rows: list[dict] = []
+    if args.append and (RESULTS / "peft.json").exists():
+        rows = [r for r in json.loads((RESULTS / "peft.json").read_text())["rows"] if r["task"] not in args.tasks]
+    seeds = range(args.seeds)
+    text_tasks = {"bbc", "bbc_fewshot", "twitter", "twitter_fewshot"}
+    minilm = load("minilm-l6", num_outputs=5) if text_tasks & set(args.tasks) else None
+
+    def record():
+        summary = _summary(rows)
+        tasks = list(dict.fromkeys(r["task"] for r in rows))
+        save("peft", {"rows": rows, "summary": summary, "batch_size": BATCH, "tasks": tasks})
+        return summary
+
+    if "bbc" in args.tasks or "bbc_fewshot" in args.tasks:
+        news = _texts(bbc_news(max_per_class=60), 128)
+        for label, (lr, prepare) in TEXT.items():
+            for seed in seeds:
+                if "bbc" in args.tasks:
+                    rows.append(_run("bbc", minilm, label, lr, prepare, news, seed, epochs=4))
+                if "bbc_fewshot" in args.tasks:
+                    few = [_few_shot(news[0], 8, seed), *news[1:]]
+                    rows.append(_run("bbc_fewshot", minilm, label, lr, prepare, few, seed, epochs=12))
+            record()
+    if "twitter" in args.tasks or "twitter_fewshot" in args.tasks:
+        tweets = _texts(twitter_sentiment(max_per_class=100), 64)
+        for label, (lr, prepare) in TEXT.items():
+            for seed in seeds:
+                if "twitter" in args.tasks:
+                    rows.append(_run("twitter", minilm, label, lr, prepare, tweets, seed, epochs=4))
+                if "twitter_fewshot" in args.tasks:
+                    few = [_few_shot(tweets[0], 8, seed), *tweets[1:]]
+                    rows.append(_run("twitter_fewshot", minilm, label, lr, prepare, few, seed, epochs=12))
+            record()
+    if "mnist224" in args.tasks:
+        digits = mnist_5k(image_size=224, max_per_class=30)
+        parts = [digits.part(p) for p in ("train", "val", "test")]
+        lite0 = load("efficientnet-lite0", num_outputs=10)
+        for label, (lr, prepare) in IMAGE.items():
+            for seed in seeds:
+                rows.append(_run("mnist224", lite0, label, lr, prepare, parts, seed, epochs=4))
+            record()
+    _print(record())
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=4)
     main()
