@@ -178,25 +178,18 @@ def main() -> None:
         save("peft", {"rows": rows, "summary": summary, "batch_size": BATCH, "tasks": tasks})
         return summary
 
-    if "bbc" in args.tasks or "bbc_fewshot" in args.tasks:
-        news = _texts(bbc_news(max_per_class=60), 128)
+    for name, load_text, max_length in (("bbc", bbc_news, 128), ("twitter", twitter_sentiment, 64)):
+        full, few_shot = name in args.tasks, f"{name}_fewshot" in args.tasks
+        if not (full or few_shot):
+            continue
+        parts = _texts(load_text(max_per_class=60 if name == "bbc" else 100), max_length)
         for label, (lr, prepare) in TEXT.items():
             for seed in seeds:
-                if "bbc" in args.tasks:
-                    rows.append(_run("bbc", minilm, label, lr, prepare, news, seed, epochs=4))
-                if "bbc_fewshot" in args.tasks:
-                    few = [_few_shot(news[0], 8, seed), *news[1:]]
-                    rows.append(_run("bbc_fewshot", minilm, label, lr, prepare, few, seed, epochs=12))
-            record()
-    if "twitter" in args.tasks or "twitter_fewshot" in args.tasks:
-        tweets = _texts(twitter_sentiment(max_per_class=100), 64)
-        for label, (lr, prepare) in TEXT.items():
-            for seed in seeds:
-                if "twitter" in args.tasks:
-                    rows.append(_run("twitter", minilm, label, lr, prepare, tweets, seed, epochs=4))
-                if "twitter_fewshot" in args.tasks:
-                    few = [_few_shot(tweets[0], 8, seed), *tweets[1:]]
-                    rows.append(_run("twitter_fewshot", minilm, label, lr, prepare, few, seed, epochs=12))
+                if full:
+                    rows.append(_run(name, minilm, label, lr, prepare, parts, seed, epochs=4))
+                if few_shot:
+                    few = [_few_shot(parts[0], 8, seed), *parts[1:]]
+                    rows.append(_run(f"{name}_fewshot", minilm, label, lr, prepare, few, seed, epochs=12))
             record()
     if "mnist224" in args.tasks:
         digits = mnist_5k(image_size=224, max_per_class=30)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxtransfer.finetune._strategy import HEAD_PARAMS, register_strategy
-from jaxtransfer.finetune._surgery import is_head, path_str, replace_module, select_modules
+from jaxtransfer.finetune._surgery import is_head, path_str, replace_module, require_sites
 
 __all__ = ["Adapter", "AdapterAdapted", "AdapterParam", "adapter_sites", "inject_adapter"]
 
@@ -179,12 +179,7 @@ def inject_adapter(
     if adapter_sites(model):
         raise ValueError(f"the model already has adapters at {adapter_sites(model)[:5]}: inject once.")
     model = nnx.clone(model)
-    sites = select_modules(model, where, _TYPES, _default_where)
-    if not sites:
-        raise ValueError(
-            f"where={where!r} selects no op in {type(model).__name__}; the modules are at "
-            f"{[path_str(p) for p, _ in nnx.iter_modules(model) if p][:12]}."
-        )
+    sites = require_sites(model, where, _TYPES, _default_where, "op")
     rngs = nnx.Rngs(seed)
     for path, module in sites:
         d_in, d_out = _widths(module)

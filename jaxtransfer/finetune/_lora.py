@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxtransfer.finetune._strategy import HEAD_PARAMS, register_strategy
-from jaxtransfer.finetune._surgery import is_head, path_str, replace_module, select_modules
+from jaxtransfer.finetune._surgery import is_head, path_str, replace_module, require_sites
 
 __all__ = ["LoRAAdapted", "inject_lora", "lora_sites", "merge_lora", "unmerge_lora"]
 
@@ -231,12 +231,8 @@ def inject_lora(
             f"the model already has LoRA at {existing[:5]}: inject once (train or merge the existing adapters first)."
         )
     model = nnx.clone(model)
-    sites = select_modules(model, where, _TYPES, _default_where)
-    if not sites:
-        raise ValueError(
-            f"where={where!r} selects no Linear, LinearGeneral, Conv or Einsum that LoRA can adapt in "
-            f"{type(model).__name__}; the modules are at {[path_str(p) for p, _ in nnx.iter_modules(model) if p][:12]}."
-        )
+    what = "Linear, LinearGeneral, Conv or Einsum that LoRA can adapt"
+    sites = require_sites(model, where, _TYPES, _default_where, what)
     bad = {path_str(p): _why_not(m) for p, m in sites if _why_not(m)}
     if bad:
         raise ValueError(f"LoRA cannot adapt {bad}; leave these out of where=.")

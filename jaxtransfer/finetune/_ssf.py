@@ -19,7 +19,7 @@ import jax
 from flax import nnx
 
 from jaxtransfer.finetune._strategy import HEAD_PARAMS, register_strategy
-from jaxtransfer.finetune._surgery import is_head, path_str, replace_module, select_modules
+from jaxtransfer.finetune._surgery import is_head, path_str, replace_module, require_sites
 
 __all__ = ["SSF", "SSFAdapted", "SSFParam", "inject_ssf", "merge_ssf", "ssf_sites"]
 
@@ -148,12 +148,8 @@ def inject_ssf(
     if ssf_sites(model):
         raise ValueError(f"the model already has SSF at {ssf_sites(model)[:5]}; merge_ssf it first.")
     model = nnx.clone(model)
-    sites = select_modules(model, where, _LINEAR + _NORM, _default_where)
-    if not sites:
-        raise ValueError(
-            f"where={where!r} selects no Linear, Conv, LinearGeneral, LayerNorm or BatchNorm in "
-            f"{type(model).__name__}; the ops are at {[path_str(p) for p, _ in nnx.iter_modules(model) if p][:12]}."
-        )
+    what = "Linear, Conv, LinearGeneral, LayerNorm or BatchNorm"
+    sites = require_sites(model, where, _LINEAR + _NORM, _default_where, what)
     rngs = nnx.Rngs(seed)
     for path, module in sites:
         replace_module(model, path, SSFAdapted(module, SSF(_output_shape(module), init_std=init_std, rngs=rngs)))

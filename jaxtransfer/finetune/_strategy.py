@@ -157,8 +157,7 @@ def print_trainable(model: nnx.Module, strategy: str | Strategy = "full") -> str
         trainable params: 27 || all params: 67 || trainable%: 40.2985
     """
     trainable, total = count_params(model, strategy), count_params(model)
-    line = (
-        f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / max(total, 1):.4f}"
-    )
+    share = 100 * trainable / max(total, 1)
+    line = f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {share:.4f}"
     print(line)
     return line

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 from flax import nnx
 
-__all__ = ["HEAD", "is_head", "path_str", "replace_module", "select_modules"]
+__all__ = ["HEAD", "is_head", "path_str", "replace_module", "require_sites", "select_modules"]
 
 HEAD = "head"
 """The attribute that holds a model's task head: the new, randomly initialised layer that every strategy trains,
@@ -78,6 +78,33 @@ def select_modules(
             return isinstance(module, types) and any(fnmatch.fnmatch(path_str(path), p) for p in patterns)
 
     return [(p, m) for p, m in nnx.iter_modules(model) if p and match(p, m)]
+
+
+def require_sites(
+    model: nnx.Module,
+    where: Callable[[tuple, nnx.Module], bool] | str | Sequence[str] | None,
+    types: tuple[type, ...],
+    default: Callable[[tuple, nnx.Module], bool],
+    what: str,
+) -> list[tuple[tuple, nnx.Module]]:
+    """:func:`select_modules`, raising ``ValueError`` (naming ``what`` was looked for and where the model's modules
+    are) when nothing is selected.
+
+    Example:
+        >>> from flax import nnx
+        >>> from jaxtransfer.models import MLP
+        >>> require_sites(MLP(4, [8], 3, rngs=nnx.Rngs(0)), "blocks.*", (nnx.Linear,), lambda p, m: False, "Linear")
+        Traceback (most recent call last):
+        ...
+        ValueError: where='blocks.*' selects no Linear in MLP; the modules are at ['head', 'layers.0', 'layers'].
+    """
+    sites = select_modules(model, where, types, default)
+    if not sites:
+        raise ValueError(
+            f"where={where!r} selects no {what} in {type(model).__name__}; the modules are at "
+            f"{[path_str(p) for p, _ in nnx.iter_modules(model) if p][:12]}."
+        )
+    return sites
 
 
 def replace_module(model: nnx.Module, path: tuple, new: nnx.Module) -> None:
