@@ -9,12 +9,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["as_arrays", "check_finite", "check_same", "is_float"]
+__all__ = ["accumulation_dtype", "as_arrays", "check_finite", "check_same", "is_float", "lerp"]
 
 
 def is_float(x) -> bool:
     """Whether a leaf is a floating-point array (the leaves that are averaged, interpolated or perturbed)."""
     return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)
+
+
+def accumulation_dtype(dtype):
+    """float64 for float64 leaves, float32 otherwise (bf16 and float16 are averaged and merged in float32)."""
+    return jnp.float64 if dtype == jnp.float64 else jnp.float32
+
+
+def lerp(theta_a, theta_b, lam):
+    """(1 - lam) theta_a + lam theta_b on the float leaves (in theta_a's dtypes; other leaves from theta_a).
+
+    Written as (1 - lam) a + lam b, not a + lam (b - a): both endpoints are then exact in floating point. ``lam`` may
+    be traced. The pytrees are not checked here (callers run :func:`check_same`).
+    """
+    return jax.tree.map(lambda a, b: ((1 - lam) * a + lam * b).astype(a.dtype) if is_float(a) else a, theta_a, theta_b)
 
 
 def as_arrays(tree):
