@@ -209,7 +209,11 @@ def evaluate_points(
             metrics = {k: np.full(points, np.nan) for k in acc}
         for k, v in acc.items():
             if np.isnan(v[:size]).any():
-                raise FloatingPointError(f"{what} ({k!r}) is NaN at {int(np.isnan(v[:size]).sum())} points.")
+                label = "" if k == "loss" else f" ({k!r})"
+                raise FloatingPointError(
+                    f"{what}{label} is NaN at {int(np.isnan(v[:size]).sum())} of {size} points (points {start} to "
+                    f"{start + size - 1} of {points})."
+                )
             metrics[k][start : start + size] = v[:size]
         if checkpoint is not None:
             _save_partial(checkpoint, fingerprint, metrics)

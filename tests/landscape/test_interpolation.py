@@ -111,3 +111,93 @@ def test_plane_through_three_points_and_along_directions():
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("alpha", "beta")
     with pytest.raises(ValueError, match="exactly one of"):
         plane(_quadratic, t0, data)
+
+
+def test_a_second_path_or_plane_with_the_same_loss_does_not_compile_again():
+    traces = []
+
+    def loss(params, data):
+        traces.append(1)  # runs once per trace (compilation), not per evaluation
+        return _quadratic(params, data)
+
+    a, b, c = _theta(1), _theta(2), _theta(3)
+    data = jnp.zeros((3, 4))
+    linear_path(loss, a, b, data, num=9, chunk=4)  # 3 chunks, the last padded: one compiled shape
+    first = len(traces)
+    assert first == 1
+    linear_path(loss, b, c, data, num=5, chunk=4)
+    assert len(traces) == first
+    plane(loss, a, data, points=(b, c), grid=(3, 3))
+    plane(loss, b, data, points=(a, c), grid=(4, 2))
+    assert len(traces) == first + 1  # one more compilation for the plane map
+
+
+def test_metrics_in_one_pass_and_minibatches_weighted_by_size():
+    a, b = _theta(1), _theta(2)
+    rng_ = np.random.default_rng(4)
+    x = rng_.normal(size=(10, 3)).astype(np.float32)
+    y = rng_.normal(size=(10, 4)).astype(np.float32)
+
+    def metrics(params, batch):
+        pred = batch[0] @ params["w"] + params["b"][None, :]
+        err = jnp.mean(jnp.square(pred - batch[1]), axis=1)
+        return {"loss": jnp.mean(err), "max_error": jnp.max(err), "hit": jnp.mean((err < 1.0).astype(jnp.float32))}
+
+    full = linear_path(metrics, a, b, (x, y), num=5)
+    batches = [(x[:4], y[:4]), (x[4:], y[4:])]  # unequal sizes: the mean must be weighted by 4 and 6
+    parts = linear_path(metrics, a, b, num=5, batches=batches)
+    np.testing.assert_allclose(parts.losses, full.losses, rtol=2e-6)
+    np.testing.assert_allclose(parts.metrics["hit"], full.metrics["hit"], rtol=2e-6)
+    # by hand in float64 at lam = 0.25
+    w = 0.75 * np.asarray(a["w"], np.float64) + 0.25 * np.asarray(b["w"], np.float64)
+    bias = 0.75 * np.asarray(a["b"], np.float64) + 0.25 * np.asarray(b["b"], np.float64)
+    err = np.mean((x @ w + bias - y) ** 2, axis=1)
+    assert full.metrics["max_error"][1] == pytest.approx(err.max(), rel=1e-5)
+    assert full.losses[1] == pytest.approx(err.mean(), rel=1e-5)
+    with pytest.raises(ValueError, match="'loss' entry"):
+        linear_path(lambda p, d: {"acc": _quadratic(p, d)}, a, b, jnp.zeros((3, 4)), num=3)
+    with pytest.raises(ValueError, match="not both"):
+        linear_path(metrics, a, b, (x, y), num=3, batches=batches)
+
+
+def test_a_plane_resumes_from_its_checkpoint(tmp_path):
+    t0, t1, t2 = _theta(1), _theta(2), _theta(3)
+    data = jnp.zeros((3, 4))
+    calls = {"n": 0}
+
+    class Interrupted(Exception):
+        pass
+
+    def flaky(params, d):
+        return _quadratic(params, d)
+
+    file = tmp_path / "plane.npz"
+    whole = plane(flaky, t0, data, points=(t1, t2), grid=(5, 5), chunk=4)
+    from jaxtransfer.landscape import _interpolation
+
+    real = _interpolation._save_partial
+
+    def save_then_stop(path, fingerprint, metrics):
+        real(path, fingerprint, metrics)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Interrupted  # killed after 3 of 7 chunks
+
+    _interpolation._save_partial = save_then_stop
+    try:
+        with pytest.raises(Interrupted):
+            plane(flaky, t0, data, points=(t1, t2), grid=(5, 5), chunk=4, checkpoint=file)
+    finally:
+        _interpolation._save_partial = real
+    with np.load(file) as saved:
+        assert int(np.sum(~np.isnan(saved["metric:loss"]))) == 12  # three chunks of 4 were kept
+    evaluated = []
+
+    def counting(params, d):
+        evaluated.append(1)
+        return _quadratic(params, d)
+
+    resumed = plane(counting, t0, data, points=(t1, t2), grid=(5, 5), chunk=4, checkpoint=file)
+    np.testing.assert_array_equal(resumed.losses, whole.losses)
+    with pytest.raises(ValueError, match="another path or plane"):
+        plane(flaky, t0, data, points=(t1, t2), grid=(4, 4), chunk=4, checkpoint=file)
