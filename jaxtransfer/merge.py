@@ -210,6 +210,7 @@ def task_arithmetic(theta_pre, vectors: Sequence, scale: float | Sequence[float]
     theta_pre = _tree(theta_pre)
     vectors = _check_vectors(theta_pre, vectors, "task_arithmetic")
     scales = _scales(scale, len(vectors))
+
     def combine(*vs):
         return sum(s * v for s, v in zip(scales, vs, strict=True)) if is_float(vs[0]) else vs[0]
 

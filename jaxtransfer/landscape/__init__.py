@@ -4,7 +4,11 @@ through models or along (filter-normalised random, or PCA) directions, trajector
 Only floating-point leaves move; other leaves (counters, RNG keys) come from the first parameter set.
 """
 
-from jaxtransfer.landscape._hessian import hessian_eigenvalue_plane, hessian_extreme_eigenvalues, hessian_top_eigenvalues
+from jaxtransfer.landscape._hessian import (
+    hessian_eigenvalue_plane,
+    hessian_extreme_eigenvalues,
+    hessian_top_eigenvalues,
+)
 from jaxtransfer.landscape._interpolation import (
     POINT_MAPS,
     Path,

@@ -391,8 +391,6 @@ def random_directions(theta, key: jax.Array, *, normalize: str | None = "filter"
     return jax.tree.unflatten(treedef, out)
 
 
-
-
 @dataclasses.dataclass(frozen=True)
 class Plane:
     """Losses (and any other metrics) over a 2-D grid of coordinates (alphas x betas) in a plane of parameter space.
