@@ -20,6 +20,7 @@ from jaxtransfer.finetune._adapter_files import (
     load_adapter,
     save_adapter,
 )
+from jaxtransfer.finetune._batch_stats import batch_stats_fn, has_batch_norm, merged_model, recompute_batch_stats
 from jaxtransfer.finetune._glue import accuracy, apply_fn, predict
 from jaxtransfer.finetune._ia3 import IA3Adapted, IA3Param, ia3_sites, inject_ia3, merge_ia3
 from jaxtransfer.finetune._lora import LoRAAdapted, inject_lora, lora_sites, merge_lora, unmerge_lora
@@ -71,6 +72,7 @@ __all__ = [
     "adapter_config",
     "adapter_sites",
     "apply_fn",
+    "batch_stats_fn",
     "bss_penalty",
     "co_tuning_loss",
     "co_tuning_relationship",
@@ -82,6 +84,7 @@ __all__ = [
     "evaluate",
     "finetune",
     "get_strategy",
+    "has_batch_norm",
     "ia3_sites",
     "inject_adapter",
     "inject_ia3",
@@ -100,6 +103,7 @@ __all__ = [
     "merge_ia3",
     "merge_lora",
     "merge_ssf",
+    "merged_model",
     "mixup",
     "path_str",
     "per_example_loss",
@@ -107,6 +111,7 @@ __all__ = [
     "print_trainable",
     "random_flip",
     "random_resized_crop",
+    "recompute_batch_stats",
     "register_strategy",
     "replace_module",
     "rule_for",

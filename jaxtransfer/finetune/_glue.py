@@ -6,18 +6,27 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from jaxtransfer._checks import check_positive_int
+from jaxtransfer.finetune._batch_stats import batch_stats_fn
 from jaxtransfer.models import extract_features
 
 __all__ = ["accuracy", "apply_fn", "predict"]
 
 
-def apply_fn(model: nnx.Module, filter=nnx.Param) -> tuple[nnx.State, Callable[[nnx.State, jax.Array], jax.Array]]:
+def apply_fn(
+    model: nnx.Module, filter=nnx.Param, *, batch_stats_from=None, batch_size: int | None = None
+) -> tuple[nnx.State, Callable[[nnx.State, jax.Array], jax.Array]]:
     """``(params, fn)`` with ``fn(params, x) = model(x)`` in eval mode, pure and jit-able; ``params`` are the
     variables ``filter`` selects (default every ``nnx.Param``), the rest (e.g. BatchNorm statistics) is held fixed.
+
+    With ``batch_stats_from`` (inputs (N, ...)), ``fn`` first re-estimates the BatchNorm statistics that ``params``
+    give on those inputs (:func:`jaxtransfer.finetune.batch_stats_fn`, in batches of ``batch_size``, default all N at
+    once; N must be a multiple), so that a soup, a merge or a point on a path or plane is evaluated with statistics
+    of its own weights rather than one ingredient's.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -32,12 +41,28 @@ def apply_fn(model: nnx.Module, filter=nnx.Param) -> tuple[nnx.State, Callable[[
     """
     m = nnx.clone(model)
     m.eval()
-    graphdef, params, rest = nnx.split(m, filter, ...)
+    if batch_stats_from is None:
+        graphdef, params, rest = nnx.split(m, filter, ...)
 
-    def fn(params, x):
-        return nnx.merge(graphdef, params, rest, copy=True)(x)
+        def fn(params, x):
+            return nnx.merge(graphdef, params, rest, copy=True)(x)
 
-    return params, fn
+        return params, fn
+    inputs = jnp.asarray(batch_stats_from)
+    size = inputs.shape[0] if batch_size is None else check_positive_int(batch_size, "batch_size")
+    if inputs.ndim == 0 or inputs.shape[0] == 0 or inputs.shape[0] % size:
+        raise ValueError(
+            f"batch_stats_from must be (N, ...) inputs with N a multiple of batch_size; got shape {inputs.shape} "
+            f"and batch_size {size}."
+        )
+    stacked = inputs.reshape(inputs.shape[0] // size, size, *inputs.shape[1:])
+    stats_of = batch_stats_fn(m, filter)
+    graphdef, params, _, rest = nnx.split(m, filter, nnx.BatchStat, ...)
+
+    def fn_with_stats(params, x):
+        return nnx.merge(graphdef, params, stats_of(params, stacked), rest, copy=True)(x)
+
+    return params, fn_with_stats
 
 
 def _outputs(model, batch):
