@@ -106,7 +106,7 @@ def test_models_without_batch_norm_and_bad_batches():
     assert not has_batch_norm(mlp) and has_batch_norm(ConvBN(0))
     copy = recompute_batch_stats(mlp, [np.ones((2, 4), np.float32)])
     assert copy is not mlp
-    with pytest.raises(ValueError, match="no nnx.BatchNorm"):
+    with pytest.raises(ValueError, match=r"no nnx\.BatchNorm"):
         batch_stats_fn(mlp)
     with pytest.raises(ValueError, match="batch 1 is empty"):
         recompute_batch_stats(ConvBN(0), [_images(2), _images(0)])
