@@ -5,6 +5,8 @@ No Flax: these work on any pytree of arrays (NNX states, Linen params, Equinox a
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,9 +14,15 @@ import numpy as np
 __all__ = ["accumulation_dtype", "as_arrays", "check_finite", "check_same", "is_float", "lerp"]
 
 
+@functools.lru_cache(maxsize=64)
+def _floating(dtype) -> bool:
+    return bool(jnp.issubdtype(dtype, jnp.floating))
+
+
 def is_float(x) -> bool:
     """Whether a leaf is a floating-point array (the leaves that are averaged, interpolated or perturbed)."""
-    return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and _floating(dtype)
 
 
 def accumulation_dtype(dtype):
@@ -38,12 +46,12 @@ def as_arrays(tree):
     ``bool`` leaves stay as they are (counters, flags: taken from the first ingredient). Nothing is copied otherwise.
     """
 
-    def convert(x):
-        if isinstance(x, float | np.floating):
-            return jnp.asarray(x)
-        return x
+    def scalar(x) -> bool:
+        return isinstance(x, float | np.floating)
 
-    return jax.tree.map(convert, tree)
+    if not any(scalar(x) for x in jax.tree.leaves(tree)):
+        return tree  # the common case: nothing to convert, no copy of the tree
+    return jax.tree.map(lambda x: jnp.asarray(x) if scalar(x) else x, tree)
 
 
 def _name(path) -> str:
@@ -60,13 +68,25 @@ def check_finite(tree, what: str) -> None:
             raise ValueError(f"{what}, leaf {_name(path)} contains NaN or Inf.")
 
 
-def check_same(reference, other, index: int = 1, *, names: tuple[str, str] | None = None) -> None:
-    """Raises naming the first leaf where ``other`` differs from ``reference`` in structure, shape or dtype, or where
-    either holds NaN/Inf. In the messages they are ``names`` (default "ingredient 0" and "ingredient {index}").
+def check_same(reference, other, index: int = 1, *, names: tuple[str, str] | None = None, finite: bool = True) -> None:
+    """Raises naming the first leaf where ``other`` differs from ``reference`` in structure, shape or dtype, or (with
+    ``finite``) where either holds NaN/Inf. In the messages they are ``names`` (default "ingredient 0" and
+    "ingredient {index}"). ``finite=False`` leaves the value check to the caller (e.g. fused into a compiled pass).
 
     Shapes must match exactly: two leaves that would broadcast against each other are still a mismatch.
     """
     ref_name, other_name = names or ("ingredient 0", f"ingredient {index}")
+    ref_flat, ref_def = jax.tree.flatten(reference)
+    other_flat, other_def = jax.tree.flatten(other)
+    if ref_def == other_def and all(
+        np.shape(a) == np.shape(b) and getattr(a, "dtype", None) == getattr(b, "dtype", None)
+        for a, b in zip(ref_flat, other_flat, strict=True)
+    ):
+        if finite:  # the fast path: same layout, only the values remain to be checked
+            check_finite(reference, ref_name)
+            if other is not reference:
+                check_finite(other, other_name)
+        return
     ref_leaves = jax.tree_util.tree_leaves_with_path(reference)
     try:
         other_leaves = jax.tree.leaves(jax.tree.map(lambda _, y: y, reference, other))
@@ -84,6 +104,8 @@ def check_same(reference, other, index: int = 1, *, names: tuple[str, str] | Non
                 f"{other_name}, leaf {name}: dtype {getattr(b, 'dtype', type(b).__name__)} differs from "
                 f"{getattr(a, 'dtype', type(a).__name__)}."
             )
+    if not finite:
+        return
     check_finite(reference, ref_name)
     if other is not reference:
         check_finite(other, other_name)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtransfer import criticality, landscape, similarity, soup
+from jaxtransfer import criticality, landscape, merge, similarity, soup
 
 RNG = np.random.default_rng(0)
 
@@ -56,6 +56,13 @@ CALLS = {
     "plane(directions)": lambda t: landscape.plane(_loss, A, DATA, directions=(t, B), grid=(2, 2)),
     "param_distance": lambda t: similarity.param_distance(A, t),
     "criticality": lambda t: criticality.module_criticality(_loss, A, t, DATA, {"w": "w"}, num_samples=1),
+    "soup_diagnostics": lambda t: soup.soup_diagnostics([A, t], _loss, DATA, num=3),
+    "wise_ft": lambda t: merge.wise_ft(A, t, 0.5),
+    "task_vector": lambda t: merge.task_vector(A, t),
+    "ties_merge": lambda t: merge.ties_merge(A, [B, t]),
+    "dare": lambda t: merge.dare(A, t, density=0.5, key=jax.random.key(0)),
+    "dare_ties": lambda t: merge.dare_ties(A, [t], density=0.5, key=jax.random.key(0)),
+    "project_trajectory": lambda t: landscape.project_trajectory([t, A], (B, C3)),
 }
 
 
