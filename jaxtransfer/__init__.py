@@ -2,8 +2,8 @@
 
 The scores (every name of :mod:`jaxtransfer.score`) and the ranking tools are exported here. The subpackages are
 attributes, imported on first use so that ``import jaxtransfer`` loads neither Flax nor the datasets:
-``jaxtransfer.finetune``, ``.models``, ``.data``, ``.soup``, ``.landscape``, ``.similarity``, ``.criticality``,
-``.experiments``.
+``jaxtransfer.finetune``, ``.models``, ``.data``, ``.soup``, ``.merge``, ``.landscape``, ``.similarity``,
+``.criticality``, ``.analysis``, ``.experiments``.
 """
 
 import importlib as _importlib
@@ -14,7 +14,18 @@ from jaxtransfer.select import Ranking, rank, weighted_tau
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("criticality", "data", "experiments", "finetune", "landscape", "models", "similarity", "soup")
+_SUBPACKAGES = (
+    "analysis",
+    "criticality",
+    "data",
+    "experiments",
+    "finetune",
+    "landscape",
+    "merge",
+    "models",
+    "similarity",
+    "soup",
+)
 
 __all__ = ["Ranking", "__version__", "rank", "score", "weighted_tau"]
 __all__ += score.__all__
