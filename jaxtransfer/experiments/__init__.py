@@ -2,7 +2,8 @@
 
 ``build_zoo`` pre-trains and caches a zoo on real source tasks, ``model_selection`` fine-tunes every zoo model on
 real targets and measures how well every registered score predicted the fine-tuned accuracies, and ``run_demo``
-(``jaxtransfer demo``) runs both at CI size.
+(``jaxtransfer demo``) runs both at CI size. ``pretraining_checkpoints`` and ``transfer_from_checkpoints`` run the
+early-checkpoint analysis of "What is being transferred?".
 """
 
 from jaxtransfer.experiments._benchmark import (
@@ -13,6 +14,7 @@ from jaxtransfer.experiments._benchmark import (
     summary_table,
 )
 from jaxtransfer.experiments._demo import digits_feature_maps, run_demo, run_feature_demo
+from jaxtransfer.experiments._early_checkpoints import pretraining_checkpoints, transfer_from_checkpoints
 from jaxtransfer.experiments._regularizers import regularizer_study
 from jaxtransfer.experiments._what_is_transferred import what_is_transferred
 from jaxtransfer.experiments._zoo import (
@@ -40,6 +42,7 @@ __all__ = [
     "digits_feature_maps",
     "finetune_accuracy",
     "model_selection",
+    "pretraining_checkpoints",
     "regularizer_study",
     "run_demo",
     "run_feature_demo",
@@ -48,5 +51,6 @@ __all__ = [
     "summary_table",
     "target_task",
     "to_8x8",
+    "transfer_from_checkpoints",
     "what_is_transferred",
 ]
