@@ -69,7 +69,7 @@ def _placeholders() -> dict:
         logits = apply_fn(params, x)
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
 
-    thetas = [nnx.state(_vit(s), nnx.Param) for s in range(3)]
+    thetas = [nnx.state(_vit(s), nnx.Param) for s in range(5)]
     batch = np.stack([pixels[:100]] * 2)
     batch[1, 0, 0] = np.nan  # the checked example's NaN
     return {
@@ -103,6 +103,7 @@ def _placeholders() -> dict:
         "start_model": vit,
         "model": vit,
         "data": (x_train[:64], y_train[:64]),  # the README fine-tunes on it with batch_size 64
+        "checkpoints": thetas,  # five weight sets of one architecture, standing in for a run's checkpoints
         "theta_a": thetas[0],
         "theta_b": thetas[1],
         "theta": thetas[0],
