@@ -176,11 +176,17 @@ def _curvature_metrics(loss_fn: Callable, steps: int, seed: int) -> Callable:
     the compiled plane evaluator is reused)."""
     try:
         cache = _METRICS.setdefault(loss_fn, {})
+        fn_ref = weakref.ref(loss_fn)  # the cached function must not keep its own key alive
     except TypeError:
         cache = {}
+
+        def fn_ref():
+            return loss_fn
+
     if (steps, seed) not in cache:
 
         def metrics(params, data):
+            loss_fn = fn_ref()
             ritz = _ritz_values(loss_fn, params, data, steps, seed)
             low, high = ritz[0], ritz[-1]
             ratio = jnp.abs(low) / jnp.maximum(jnp.abs(high), jnp.finfo(ritz.dtype).tiny)

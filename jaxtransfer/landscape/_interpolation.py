@@ -82,13 +82,19 @@ def _compiled(metric_fn: Callable, kind: str, chunk: int) -> Callable:
     """``jit(vmap(c -> metric_fn(point(base, c), data)))``, built once per (metric_fn, kind, chunk)."""
     try:
         cache = _COMPILED.setdefault(metric_fn, {})
+        fn_ref = weakref.ref(metric_fn)  # the cached function must not keep its own key alive
     except TypeError:  # not weak-referenceable (e.g. a functools.partial of a builtin): compiled per call
         cache = {}
+
+        def fn_ref():
+            return metric_fn
+
     if (kind, chunk) not in cache:
         point = POINT_MAPS[kind]
 
         def run(base, data, coords):
-            return jax.vmap(lambda c: metric_fn(point(base, c), data))(coords)
+            fn = fn_ref()  # called while tracing, when the caller holds metric_fn
+            return jax.vmap(lambda c: fn(point(base, c), data))(coords)
 
         cache[(kind, chunk)] = jax.jit(run)
     return cache[(kind, chunk)]

@@ -201,3 +201,17 @@ def test_a_plane_resumes_from_its_checkpoint(tmp_path):
     np.testing.assert_array_equal(resumed.losses, whole.losses)
     with pytest.raises(ValueError, match="another path or plane"):
         plane(flaky, t0, data, points=(t1, t2), grid=(4, 4), chunk=4, checkpoint=file)
+
+
+def test_the_compiled_evaluator_cache_does_not_keep_a_loss_alive():
+    import gc
+    import weakref
+
+    def loss(params, data):
+        return _quadratic(params, data)
+
+    linear_path(loss, _theta(1), _theta(2), jnp.zeros((3, 4)), num=3)
+    ref = weakref.ref(loss)
+    del loss
+    gc.collect()
+    assert ref() is None
