@@ -151,8 +151,12 @@ def test_start_is_the_base_model_and_merge_restores_the_base_graph(name):
     base.eval()
     lora = inject_lora(base, rank=2, alpha=4.0)
     call = jax.jit(lambda m, x: m(x))
-    assert jnp.array_equal(lora(x), base(x))  # B = 0: bitwise the base model (op by op: under jit, XLA may fuse
-    # the two graphs differently, 1e-7 apart)
+    if name == "efficientnet_lite":  # op by op, its ~200 first-seen conv shapes cost 12 s of eager compilation:
+        # compiled here (XLA may fuse the two graphs differently, 1e-7 apart); the others are checked bitwise
+        np.testing.assert_allclose(np.asarray(call(lora, x)), np.asarray(call(base, x)), rtol=1e-6, atol=1e-6)
+    else:
+        assert jnp.array_equal(lora(x), base(x))  # B = 0: bitwise the base model (op by op: under jit, XLA may
+        # fuse the two graphs differently, 1e-7 apart)
     trained = _randomise(lora, std=0.1)
     merged = merge_lora(trained)
     assert nnx.graphdef(merged) == nnx.graphdef(base)  # the base graph, so the base inference cost
