@@ -61,9 +61,9 @@ def test_ties_matches_the_paper_oracle(k, density, scale, spread, seed):
            for _ in range(k)]  # fmt: skip
     got = ties_merge(_f32(pre), [_f32(f) for f in fts], density=density, scale=scale)
     want = _ties_oracle(_f32(pre), [_f32(f) for f in fts], density, scale)
-    # float32 inputs: the task vectors are formed in float32 (rounding ~6e-8 relative to the weights); measured error
-    # 2.4e-7 relative to the largest magnitude, bound ~10x
-    np.testing.assert_allclose(_flat(got), want, rtol=0, atol=2e-6 * (1 + spread) * (1 + scale))
+    # float32 inputs: the task vectors are formed in float32; measured error 1.4e-7 x (1 + spread)(1 + scale) over
+    # 270 drawn cases, bound 7x that
+    np.testing.assert_allclose(_flat(got), want, rtol=0, atol=1e-6 * (1 + spread) * (1 + scale))
     assert int(got["step"]) == 7
 
 
@@ -96,7 +96,7 @@ def test_task_arithmetic_matches_numpy(k, seed):
     got = task_arithmetic(pre, [task_vector(pre, f) for f in fts], scale=scales)
     p = _flat(pre)
     want = p + sum(s * (_flat(f) - p) for s, f in zip(scales, fts, strict=True))
-    np.testing.assert_allclose(_flat(got), want, rtol=0, atol=4e-6 * k)  # float32; measured 9e-7 at k = 4
+    np.testing.assert_allclose(_flat(got), want, rtol=0, atol=1e-6 * k)  # float32; measured 5.3e-7 at k = 4
     negated = task_arithmetic(pre, [task_vector(pre, fts[0])], scale=-1.0)  # forgetting: theta_pre - tau
     np.testing.assert_allclose(_flat(negated), 2 * p - _flat(fts[0]), rtol=0, atol=2e-6)
 

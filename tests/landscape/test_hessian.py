@@ -33,11 +33,12 @@ def test_top_eigenvalues_of_a_known_hessian(seed, scale):
     spectrum = scale * np.concatenate([[10.0, 7.0, 5.0], np.random.default_rng(seed).uniform(-1, 1, n - 3)])
     loss, params, data, exact = _quadratic_problem(seed, n, spectrum)
     top = hessian_top_eigenvalues(loss, params, data, k=3, num_iterations=25)
-    # separated extremes converge in few steps; float32 Hessian-vector products: measured 3e-7 relative, bound ~10x
+    # separated extremes converge in few steps; float32 Hessian-vector products: measured 9.5e-7 relative over 18
+    # drawn cases, bound 5x
     np.testing.assert_allclose(top, exact[::-1][:3], rtol=5e-6)
     low, high = hessian_extreme_eigenvalues(loss, params, data, num_iterations=25)
     assert high == pytest.approx(exact[-1], rel=5e-6)
-    assert low == pytest.approx(exact[0], rel=5e-2)  # the bottom sits in a cluster: a looser, measured bound (1e-2)
+    assert low == pytest.approx(exact[0], rel=8e-5)  # the bottom sits in a cluster: measured 7.9e-6, bound 10x
 
 
 def test_full_krylov_space_gives_the_whole_spectrum_without_spurious_zeros():
