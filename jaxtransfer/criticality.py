@@ -75,8 +75,15 @@ class Criticality:
         import matplotlib.pyplot as plt
 
         ax = ax or plt.subplots(figsize=(6, 3.5))[1]
-        ax.bar(list(self.modules), list(self.values))
-        ax.set_ylabel("module criticality")
+        values = np.asarray(self.values, np.float64)
+        bars = ax.bar(list(self.modules), values)
+        positive = values[values > 0]
+        if positive.size:  # criticality spans decades and is 0 for modules that can be reset: a symmetric log axis
+            ax.set_yscale("symlog", linthresh=float(positive.min()))
+        for bar, v in zip(bars, values, strict=True):
+            ax.annotate(f"{v:.3g}", (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
+        ax.set_ylabel("module criticality (symlog)" if positive.size else "module criticality")
+        ax.set_title(f"eps = {self.eps:g}, final loss {self.final_loss:.3g}", fontsize=9)
         ax.tick_params(axis="x", rotation=45)
         return ax
 

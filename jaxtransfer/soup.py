@@ -3,9 +3,11 @@
 Ingredients are pytrees of identical structure, shapes and dtypes (e.g. ``nnx.state(model, nnx.Param)`` of models
 fine-tuned from one pre-trained model, Linen params, Equinox arrays, raw dicts). Only floating-point leaves are
 averaged (Python and NumPy float scalars count as float leaves and come back as arrays); other leaves (integer
-counters, RNG keys) are taken from the first ingredient. Averages are running means in float32 (or float64 when the
-leaves are float64), m_k = (1 - 1/k) m_{k-1} + x_k / k, so the mean of finite values is finite even where their sum
-would overflow; they are cast back, so bf16 in gives bf16 out. Ingredients holding NaN or Inf are rejected.
+counters, RNG keys) are taken from the first ingredient. Averages are computed in float32 (or float64 when the
+leaves are float64) as sum_k x_k / K (a list, in one compiled pass) or as the running mean
+m_k = (1 - 1/k) m_{k-1} + x_k / k (an iterable), so the mean of finite values is finite even where their sum would
+overflow; they are cast back, so bf16 in gives bf16 out. Ingredients holding NaN or Inf are rejected. NNX modules are
+pytrees too: a list of fine-tuned models gives a model.
 """
 
 from __future__ import annotations

@@ -32,14 +32,14 @@ def pretraining_checkpoints(model: nnx.Module, source, *, epochs: Sequence[int] 
     segment starts a fresh optimiser state, so with Adam this approximates one uninterrupted run (the moment
     estimates restart), which is exact for plain SGD at a constant learning rate.
 
-    Example (slow; ``bench/what_is_transferred.py`` runs it on the real digits):
+    Example (an MLP on the real digits 0-4, flattened):
         >>> from flax import nnx
         >>> from jaxtransfer.models import MLP
         >>> from jaxtransfer.data import digits_transfer
-        >>> source = digits_transfer(seed=0)["source"]
-        >>> ckpts = pretraining_checkpoints(MLP(64, [16], 5, rngs=nnx.Rngs(0)), source, epochs=(1, 2),
-        ...                                 progress=False)  # doctest: +SKIP
-        >>> sorted(ckpts)  # doctest: +SKIP
+        >>> x, y = digits_transfer(seed=0)["source"]
+        >>> source = (x.reshape(len(x), -1), y)
+        >>> ckpts = pretraining_checkpoints(MLP(64, [16], 5, rngs=nnx.Rngs(0)), source, epochs=(1, 2), progress=False)
+        >>> sorted(ckpts)
         [1, 2]
     """
     epochs = [int(e) for e in epochs]
@@ -92,8 +92,16 @@ def transfer_from_checkpoints(
         One dict per checkpoint: ``checkpoint``, ``test_accuracy`` (the two runs), ``mean_accuracy``, ``barrier``
         (test cross-entropy), ``distance_between_runs``, ``relative_distance_from_start`` (the two runs).
 
-    Example (slow):
-        >>> rows = transfer_from_checkpoints(ckpts, train, test, epochs=5, progress=False)  # doctest: +SKIP
+    Example (one random-init "checkpoint", 64 real digits, one epoch: a smoke run):
+        >>> from flax import nnx
+        >>> from jaxtransfer.data import digits_transfer
+        >>> from jaxtransfer.models import MLP
+        >>> task = digits_transfer(seed=0)
+        >>> (x, y), (xt, yt) = task["target_train"], task["target_test"]
+        >>> train, test = (x[:64].reshape(64, -1), y[:64]), (xt[:32].reshape(32, -1), yt[:32])
+        >>> rows = transfer_from_checkpoints({"init": MLP(64, [8], 5, rngs=nnx.Rngs(0))}, train, test, epochs=1, num=3)
+        >>> rows[0]["checkpoint"], len(rows[0]["test_accuracy"]), rows[0]["distance_between_runs"] > 0
+        ('init', 2, True)
     """
     if not isinstance(checkpoints, Mapping) or not checkpoints:
         raise ValueError("checkpoints must be a non-empty dict label -> model.")

@@ -257,12 +257,24 @@ class Path:
     def __post_init__(self):
         object.__setattr__(self, "metrics", _metrics_field(self.losses, self.metrics))
 
-    def plot(self, ax=None, label: str | None = None, metric: str = "loss"):
+    def plot(self, ax=None, label: str | None = None, metric: str = "loss", chord: bool = True):
+        """The metric along the path; for the loss (with both endpoints on the path) also the chord between the
+        endpoints, dashed, and the barrier: the point highest above the chord, marked with its height."""
         import matplotlib.pyplot as plt
 
         ax = ax or plt.subplots(figsize=(5, 3.5))[1]
-        ax.plot(self.lams, self.metrics[metric], marker="o", label=label)
-        ax.set_xlabel("interpolation coefficient")
+        (line,) = ax.plot(self.lams, self.metrics[metric], marker="o", label=label)
+        lams = np.asarray(self.lams, np.float64)
+        if chord and metric == "loss" and np.isclose(lams, 0).any() and np.isclose(lams, 1).any():
+            height, at = barrier(self)
+            losses = np.asarray(self.losses, np.float64)
+            start, end = losses[np.flatnonzero(np.isclose(lams, 0))[0]], losses[np.flatnonzero(np.isclose(lams, 1))[0]]
+            ax.plot(lams, (1 - lams) * start + lams * end, "--", color=line.get_color(), alpha=0.6, linewidth=1)
+            k = int(np.argmin(np.abs(lams - at)))
+            ax.plot([at, at], [(1 - at) * start + at * end, losses[k]], ":", color=line.get_color())
+            ax.annotate(f"barrier {height:.3g}", (at, losses[k]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=8)  # fmt: skip
+        ax.set_xlabel("interpolation coefficient l (0: theta_a, 1: theta_b)")
         ax.set_ylabel(metric)
         if label:
             ax.legend()

@@ -43,7 +43,10 @@ def test_path_matches_a_loop_and_convex_barrier_is_zero():
     chord = (1 - lams) * closed[0] + lams * closed[-1]
     assert height == pytest.approx(max(np.max(np.asarray(closed) - chord), 0.0), abs=1e-4)
     ax = path.plot(label="quadratic")
-    assert ax.get_xlabel() == "interpolation coefficient"
+    assert ax.get_xlabel().startswith("interpolation coefficient")
+    assert len(ax.lines) == 3  # the path, the chord, the barrier's drop to the chord
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), chord, rtol=1e-6)
+    assert ax.texts[0].get_text().startswith("barrier")
 
 
 def test_barrier_of_a_bump():
