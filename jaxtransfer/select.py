@@ -82,7 +82,8 @@ class Ranking:
         return "\n".join(lines)
 
     def plot(self, score: str | None = None, ax=None):
-        """A horizontal bar chart of one score (default: the primary), best on top. Needs matplotlib."""
+        """A horizontal bar chart of one score (default: the primary), ordered by that score, best on top, each bar
+        labelled with its value. Needs matplotlib."""
         import matplotlib.pyplot as plt
 
         score = self.primary if score is None else score
@@ -90,9 +91,12 @@ class Ranking:
             raise KeyError(f"no score {score!r} in this ranking; have {list(self.scores)}.")
         if ax is None:
             _, ax = plt.subplots(figsize=(6, 0.4 * len(self.models) + 1))
-        ax.barh(list(self.models)[::-1], list(self.scores[score])[::-1])
-        ax.set_xlabel(score)
-        ax.set_title(f"models ranked by {self.primary}")
+        values = list(self.scores[score])
+        order = sorted(range(len(values)), key=lambda i: values[i])  # ascending: barh draws bottom-up, best on top
+        bars = ax.barh([self.models[i] for i in order], [values[i] for i in order])
+        ax.bar_label(bars, fmt="%.4g", fontsize=8, padding=2)
+        ax.set_xlabel(f"{score} (higher is better)")
+        ax.set_title(f"{len(values)} models ranked by {score}")
         return ax
 
 

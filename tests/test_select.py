@@ -60,7 +60,10 @@ def test_ranking_serialises_and_plots(tmp_path):
     assert [row["model"] for row in data["rows"]] == list(r.models)
     assert data["rows"][0]["rank"] == 1 and "gbc" in data["rows"][0]
     ax = r.plot("gbc")
-    assert ax.get_xlabel() == "gbc" and len(ax.patches) == 3
+    assert ax.get_xlabel().startswith("gbc") and len(ax.patches) == 3
+    assert "ranked by gbc" in ax.get_title()
+    drawn = [p.get_width() for p in ax.patches]  # bottom to top
+    assert drawn == sorted(r.scores["gbc"])  # ordered by the score shown, best on top
     with pytest.raises(KeyError, match="no score 'parc'"):
         r.plot("parc")
 
