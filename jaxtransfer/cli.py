@@ -128,7 +128,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from jaxtransfer import __version__
+
     parser = _Parser(prog="jaxtransfer", description="Transfer learning in JAX.")
+    parser.add_argument("--version", action="version", version=f"jaxtransfer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo = sub.add_parser(
         "demo",

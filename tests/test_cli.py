@@ -29,6 +29,13 @@ def test_help_runs_as_a_console_command():
     assert "--no-probe" in res.stdout
 
 
+def test_version():
+    from jaxtransfer import __version__
+
+    res = subprocess.run([sys.executable, "-m", "jaxtransfer.cli", "--version"], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == f"jaxtransfer {__version__}"
+
+
 def test_unknown_command_exits_non_zero():
     res = subprocess.run([sys.executable, "-m", "jaxtransfer.cli", "frobnicate"], capture_output=True, text=True)
     assert res.returncode != 0
