@@ -179,6 +179,33 @@ class MiniLM(nnx.Module):
         e = self.features(tokens)
         return e if self.head is None else self.head(e)
 
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 64, max_length: int = 256, tokenizer=None
+    ) -> np.ndarray:
+        """Sentence embeddings (n, dim) of raw ``texts``, as sentence-transformers' ``encode``: tokenised here
+        (:func:`tokenize`), sorted by length so that a batch pads little, run in compiled batches, returned in the
+        input order, L2-normalised if ``normalize``. The head is not applied.
+
+        Example (the published weights):
+            >>> from jaxtransfer.models import load
+            >>> e = load("minilm-l6").encode(["a cat sat on the mat", "stock markets fell", "a dog sat on the mat"])
+            >>> e.shape, bool(e[0] @ e[2] > 0.5 > e[0] @ e[1])
+            ((3, 384), True)
+        """
+        if isinstance(texts, str):
+            raise TypeError("encode takes a sequence of strings; wrap a single text in a list.")
+        texts = list(texts)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        forward = nnx.jit(lambda m, tokens: m.features(tokens))
+        out = np.zeros((len(texts), self.config.dim), np.float32)
+        for start in range(0, len(texts), batch_size):
+            idx = order[start : start + batch_size]
+            tokens = tokenize([texts[i] for i in idx], tokenizer=tokenizer, max_length=max_length)
+            out[idx] = np.asarray(forward(self, tokens))
+        return out
+
 
 def hf_bert_names(depth: int) -> dict[str, tuple[str, bool]]:
     """Our dotted variable path -> (Hugging Face BERT tensor name, transpose?) for a ``depth``-layer encoder."""

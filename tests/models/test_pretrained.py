@@ -56,6 +56,16 @@ def test_minilm_tokenizer_matches_the_published_one(reference):
 
 
 @needs_minilm
+def test_minilm_encode_batches_raw_texts_in_input_order(minilm, reference):
+    """encode() against the published sentence-transformers embeddings of the fixture's sentences."""
+    texts = [str(t) for t in reference["sentences"]]
+    emb = minilm.encode(texts, batch_size=2)  # sorted by length, in batches of 2: the order must come back
+    np.testing.assert_allclose(emb, reference["embeddings"], atol=1e-5, rtol=0)  # as for features() below
+    with pytest.raises(TypeError, match="wrap a single text"):
+        minilm.encode("one text")
+
+
+@needs_minilm
 def test_minilm_embeddings_match_sentence_transformers(minilm, reference):
     emb = np.asarray(minilm.features(reference["input_ids"]))
     np.testing.assert_allclose(emb, reference["embeddings"], atol=1e-5, rtol=0)
