@@ -224,6 +224,18 @@ def check_flag(value, name: str) -> bool:
     return bool(value)
 
 
+def check_score(value, what: str) -> float:
+    """A held-out score (from a user's ``evaluate``) as a float; NaN or Inf raises, since a NaN would silently never,
+    or always, win a comparison."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{what} must be a real number; got {value!r}.") from err
+    if not np.isfinite(out):
+        raise ValueError(f"{what} is {out}: fix the evaluation (a NaN or Inf score cannot be compared).")
+    return out
+
+
 def check_method(method: str) -> str:
     if method not in ("optimized", "naive"):
         raise ValueError(f"method must be 'optimized' or 'naive'; got {method!r}.")

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtransfer._checks import check_score
 from jaxtransfer._pytree import accumulation_dtype, as_arrays, check_same, is_float, lerp
 
 __all__ = [
@@ -144,14 +145,7 @@ def wise_ft_sweep(
     check_same(theta_0, theta_ft, names=("theta_0", "theta_ft"))
     scores = []
     for a in alphas:
-        value = evaluate(lerp(theta_0, theta_ft, float(a)))
-        try:
-            value = float(value)
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"evaluate must return a real number; got {value!r} at alpha {a}.") from err
-        if not np.isfinite(value):
-            raise ValueError(f"evaluate returned {value} at alpha {a}: a NaN or Inf score cannot be compared.")
-        scores.append(value)
+        scores.append(check_score(evaluate(lerp(theta_0, theta_ft, float(a))), f"evaluate at alpha {a:g}"))
     scores = np.asarray(scores)
     k = int(np.argmax(scores))
     best_alpha = float(np.round(alphas[k], 12))

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxtransfer._checks import check_flag, check_positive_int
+from jaxtransfer._checks import check_flag, check_positive_int, check_score
 from jaxtransfer._pytree import accumulation_dtype, as_arrays, check_finite, check_same, is_float
 from jaxtransfer.landscape import barrier, linear_path
 from jaxtransfer.similarity import param_distance
@@ -35,17 +35,6 @@ __all__ = [
     "soup_diagnostics",
     "uniform_soup",
 ]
-
-
-def _score(value, what: str) -> float:
-    """A held-out score as a float; NaN or Inf raises (a NaN would silently never, or always, be accepted)."""
-    try:
-        out = float(value)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{what} must be a real number; got {value!r}.") from err
-    if not np.isfinite(out):
-        raise ValueError(f"{what} is {out}: fix the evaluation (a NaN or Inf score cannot be compared).")
-    return out
 
 
 def _float_leaves(tree) -> list:
@@ -240,9 +229,9 @@ def greedy_soup(
     if not callable(evaluate):
         raise TypeError(f"evaluate must be a callable params -> score; got {type(evaluate).__name__}.")
     if held_out_scores is None:
-        scores = [_score(evaluate(as_arrays(ingredients[i])), f"evaluate(ingredient {i})") for i in range(k)]
+        scores = [check_score(evaluate(as_arrays(ingredients[i])), f"evaluate(ingredient {i})") for i in range(k)]
     else:
-        scores = [_score(s, f"held_out_scores[{i}]") for i, s in enumerate(held_out_scores)]
+        scores = [check_score(s, f"held_out_scores[{i}]") for i, s in enumerate(held_out_scores)]
         if len(scores) != k:
             raise ValueError(f"{len(scores)} held_out_scores for {k} ingredients.")
     order = sorted(range(k), key=lambda i: -scores[i])
@@ -255,7 +244,7 @@ def greedy_soup(
         check_same(first, ingredient, i)
         candidate_mean = _update_mean(mean, ingredient, len(chosen) + 1)
         candidate = _cast_like(candidate_mean, first)
-        score = _score(evaluate(candidate), f"evaluate(soup + ingredient {i})")
+        score = check_score(evaluate(candidate), f"evaluate(soup + ingredient {i})")
         if score > best or (not strict and score == best):
             chosen.append(i)
             mean, soup, best = candidate_mean, candidate, score
