@@ -120,15 +120,22 @@ def _as_metrics(out, points: int) -> dict[str, np.ndarray]:
     return metrics
 
 
-def _fingerprint(kind: str, coords: np.ndarray) -> np.ndarray:
-    return np.concatenate([np.frombuffer(kind.encode(), np.uint8).astype(np.float64), coords.ravel()])
+def _fingerprint(kind: str, coords: np.ndarray, base) -> np.ndarray:
+    """What a saved file must match to be resumed: the kind, the coordinates and a digest of the parameters (the sum
+    and the sum of squares of every float leaf), so that a file of another model is refused."""
+    floats = [x for x in jax.tree.leaves(base) if is_float(x)]
+    digest = [
+        float(v) for x in floats for v in (jnp.sum(x.astype(jnp.float32)), jnp.sum(jnp.square(x.astype(jnp.float32))))
+    ]
+    return np.concatenate([np.frombuffer(kind.encode(), np.uint8).astype(np.float64), coords.ravel(), digest])
 
 
 def _load_partial(checkpoint: _FilePath, fingerprint: np.ndarray) -> dict[str, np.ndarray]:
     with np.load(checkpoint) as saved:
         if "fingerprint" not in saved or not np.array_equal(saved["fingerprint"], fingerprint):
             raise ValueError(
-                f"{checkpoint} holds the values of another path or plane (other kind, grid, span or coefficients); "
+                f"{checkpoint} holds the values of another path or plane (other kind, grid, span, coefficients or "
+                "parameters); "
                 "pass a new checkpoint path, or delete this file to start over."
             )
         return {k[len("metric:") :]: saved[k] for k in saved.files if k.startswith("metric:")}
@@ -178,7 +185,7 @@ def evaluate_points(
         batches, sizes = [data], [1]
     coords = np.asarray(coords, np.float32)
     points = len(coords)
-    fingerprint = _fingerprint(kind, coords)
+    fingerprint = _fingerprint(kind, coords, base)
     checkpoint = None if checkpoint is None else _FilePath(checkpoint)
     metrics: dict[str, np.ndarray] | None = None
     if checkpoint is not None and checkpoint.exists():

@@ -38,7 +38,10 @@ def test_top_eigenvalues_of_a_known_hessian(seed, scale):
     np.testing.assert_allclose(top, exact[::-1][:3], rtol=5e-6)
     low, high = hessian_extreme_eigenvalues(loss, params, data, num_iterations=25)
     assert high == pytest.approx(exact[-1], rel=5e-6)
-    assert low == pytest.approx(exact[0], rel=8e-5)  # the bottom sits in a cluster: measured 7.9e-6, bound 10x
+    # the bottom sits in a dense cluster and converges slowly: Ritz values interlace (never below lambda_min), and in
+    # 25 steps it came within 4e-4 of the spectral width at worst over ~25 draws; bound 1% of the width
+    width = exact[-1] - exact[0]
+    assert exact[0] - 1e-6 * width <= low <= exact[0] + 0.01 * width
 
 
 def test_full_krylov_space_gives_the_whole_spectrum_without_spurious_zeros():

@@ -204,6 +204,8 @@ def test_a_plane_resumes_from_its_checkpoint(tmp_path):
     np.testing.assert_array_equal(resumed.losses, whole.losses)
     with pytest.raises(ValueError, match="another path or plane"):
         plane(flaky, t0, data, points=(t1, t2), grid=(4, 4), chunk=4, checkpoint=file)
+    with pytest.raises(ValueError, match="another path or plane"):  # the same grid through other models
+        plane(flaky, t1, data, points=(t0, t2), grid=(5, 5), chunk=4, checkpoint=file)
 
 
 def test_the_compiled_evaluator_cache_does_not_keep_a_loss_alive():
