@@ -9,7 +9,7 @@ import importlib as _importlib
 
 from jaxtransfer.data.dataset import Dataset, stratified_split
 from jaxtransfer.data.digits import digits_transfer, load_digits
-from jaxtransfer.data.images import digits, efficientnet_preprocess, mnist_5k
+from jaxtransfer.data.images import caffe_preprocess, digits, efficientnet_preprocess, imagenet_preprocess, mnist_5k
 from jaxtransfer.data.text import bbc_news, twitter_sentiment
 
 DATASETS = {"digits": digits, "mnist_5k": mnist_5k, "bbc_news": bbc_news, "twitter_sentiment": twitter_sentiment}
@@ -37,10 +37,12 @@ __all__ = [
     "DATASETS",
     "Dataset",
     "bbc_news",
+    "caffe_preprocess",
     "digits",
     "digits_transfer",
     "efficientnet_preprocess",
     "extract_features",
+    "imagenet_preprocess",
     "load_dataset",
     "load_digits",
     "mnist_5k",

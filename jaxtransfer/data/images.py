@@ -1,4 +1,4 @@
-"""Image datasets (digits, MNIST-5k) and the preprocessing the EfficientNet-Lite checkpoints expect."""
+"""Image datasets (digits, MNIST-5k) and the preprocessing the real backbones expect (EfficientNet, ImageNet, Caffe)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from jaxtransfer._packages import package_file
 from jaxtransfer.data.dataset import Dataset, make_dataset
 from jaxtransfer.data.digits import load_digits
 
-__all__ = ["digits", "efficientnet_preprocess", "mnist_5k"]
+__all__ = ["caffe_preprocess", "digits", "efficientnet_preprocess", "imagenet_preprocess", "mnist_5k"]
 
 _DIGITS = tuple(str(d) for d in range(10))
 
@@ -37,6 +37,40 @@ def efficientnet_preprocess(images, size: int, *, batch_size: int = 256) -> np.n
         >>> x.shape, float(x.min()), float(x.max())
         ((2, 16, 16, 3), 1.0, 1.0)
     """
+    return _preprocess(images, size, batch_size, "efficientnet")
+
+
+def imagenet_preprocess(images, size: int = 224, *, batch_size: int = 256) -> np.ndarray:
+    """Resizes images to ``size`` x ``size`` RGB normalised with the ImageNet statistics (the ViT-S's input).
+
+    pixels p in [0, 1] -> bilinear resize -> grey replicated to RGB -> (p - mean) / std per channel, mean (0.485,
+    0.456, 0.406) and std (0.229, 0.224, 0.225). Arguments and result as ``efficientnet_preprocess``.
+
+    Example:
+        >>> import numpy as np
+        >>> imagenet_preprocess(np.ones((1, 8, 8)), 14)[0, 0, 0].round(4)  # white: (1 - mean) / std
+        array([2.2489, 2.4286, 2.64  ], dtype=float32)
+    """
+    return _preprocess(images, size, batch_size, "imagenet")
+
+
+def caffe_preprocess(images, size: int = 224, *, batch_size: int = 256) -> np.ndarray:
+    """Resizes images to ``size`` x ``size`` in Caffe's layout (the ResNet-50-1by2's input).
+
+    pixels p in [0, 1] -> bilinear resize -> grey replicated to RGB -> channels reversed to BGR -> 255 p minus the
+    means (104, 117, 123). (The Open-NSFW release also resized to 256 and JPEG-encoded before a 224 crop; that
+    matters for its NSFW scores, not for features of other data.) Arguments and result as
+    ``efficientnet_preprocess``.
+
+    Example:
+        >>> import numpy as np
+        >>> caffe_preprocess(np.ones((1, 8, 8)), 16)[0, 0, 0]  # white, BGR: 255 - (104, 117, 123)
+        array([151., 138., 132.], dtype=float32)
+    """
+    return _preprocess(images, size, batch_size, "caffe")
+
+
+def _preprocess(images, size, batch_size, style: str) -> np.ndarray:
     _check_size(size, "size")
     if isinstance(batch_size, bool) or not (isinstance(batch_size, int) and batch_size > 0):
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
@@ -49,14 +83,23 @@ def efficientnet_preprocess(images, size: int, *, batch_size: int = 256) -> np.n
         raise ValueError("images must be finite with values in [0, 1].")
     out = np.empty((len(x), size, size, 3), np.float32)
     for i in range(0, len(x), batch_size):
-        out[i : i + batch_size] = np.asarray(_resize_normalise(jnp.asarray(x[i : i + batch_size]), size))
+        out[i : i + batch_size] = np.asarray(_resize_normalise(jnp.asarray(x[i : i + batch_size]), size, style))
     return out
 
 
-@functools.partial(jax.jit, static_argnums=1)  # one compilation per input shape and size, reused across calls
-def _resize_normalise(batch: jax.Array, size: int) -> jax.Array:
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_CAFFE_MEAN_BGR = (104.0, 117.0, 123.0)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))  # one compilation per input shape, size and style, reused
+def _resize_normalise(batch: jax.Array, size: int, style: str) -> jax.Array:
     r = jax.image.resize(batch, (batch.shape[0], size, size, batch.shape[-1]), "bilinear")
-    return (255.0 * jnp.broadcast_to(r, (*r.shape[:3], 3)) - 127.0) / 128.0
+    r = jnp.broadcast_to(r, (*r.shape[:3], 3))
+    if style == "efficientnet":
+        return (255.0 * r - 127.0) / 128.0
+    if style == "imagenet":
+        return (r - jnp.asarray(_IMAGENET_MEAN)) / jnp.asarray(_IMAGENET_STD)
+    return 255.0 * r[..., ::-1] - jnp.asarray(_CAFFE_MEAN_BGR)
 
 
 def _check_size(size, name: str) -> None:

@@ -8,34 +8,48 @@ from jaxtransfer.models.efficientnet import EFFICIENTNET_LITE, DepthwiseConv, Ef
 from jaxtransfer.models.minilm import BertConfig, MiniLM, mean_pool, tokenize
 from jaxtransfer.models.mlp import MLP
 from jaxtransfer.models.pretrained import (
+    LAYOUTS,
     PRETRAINED,
+    OnnxWeights,
     cache_dir,
     convert_efficientnet_lite,
+    convert_weights,
     load,
     minilm_tokenizer,
+    read_onnx,
     source_weights,
 )
+from jaxtransfer.models.resnet import ChannelAffine, ResNet50Half
 from jaxtransfer.models.vit import TinyViT
+from jaxtransfer.models.vit_small import ViTConfig, ViTSmall
 
 __all__ = [
     "CNN",
     "EFFICIENTNET_LITE",
+    "LAYOUTS",
     "MLP",
     "PRETRAINED",
     "BertConfig",
+    "ChannelAffine",
     "DepthwiseConv",
     "EfficientNetLite",
     "LiteConfig",
     "MiniLM",
+    "OnnxWeights",
     "PromptParam",
     "Prompts",
+    "ResNet50Half",
     "TinyViT",
+    "ViTConfig",
+    "ViTSmall",
     "cache_dir",
     "convert_efficientnet_lite",
+    "convert_weights",
     "extract_features",
     "load",
     "mean_pool",
     "minilm_tokenizer",
+    "read_onnx",
     "restore_model",
     "save_model",
     "source_weights",

@@ -8,10 +8,15 @@ import numpy as np
 from flax import nnx
 
 from jaxtransfer.models._convert import FORMAT, converted_weights
+from jaxtransfer.models._onnx import convert_weights, read_onnx
 from jaxtransfer.models._sources import source, source_weights
 from jaxtransfer.models._weights import assign_weights
 from jaxtransfer.models.efficientnet import EfficientNetLite
 from jaxtransfer.models.minilm import BertConfig, MiniLM, hf_bert_names
+from jaxtransfer.models.resnet import ResNet50Half
+from jaxtransfer.models.resnet import onnx_names as resnet_onnx_names
+from jaxtransfer.models.vit_small import ViTSmall
+from jaxtransfer.models.vit_small import onnx_names as vit_onnx_names
 
 __all__ = ["load"]
 
@@ -36,10 +41,12 @@ def load(
     """A pre-trained backbone as an NNX model, offline (see the table in this module's docstring).
 
     Args:
-        name: "minilm-l6", "efficientnet-lite0", "efficientnet-lite1" or "efficientnet-lite2".
+        name: a key of ``PRETRAINED``: "minilm-l6", "efficientnet-lite0" / "-lite1" / "-lite2",
+            "vit-s14-saliency" or "resnet50-1by2-nsfw".
         num_outputs: a new, randomly initialised linear ``head`` of this width (seeded by ``seed``). ``None`` keeps the
-            published head: none for MiniLM (``model(tokens)`` is the sentence embedding), the 1000 ImageNet
-            classes for EfficientNet-Lite.
+            published head: none for MiniLM and the ViT-S (``model(x)`` is the embedding; the ViT's saliency
+            decoder is ``model.saliency``), the 1000 ImageNet classes for EfficientNet-Lite, the 2 Open-NSFW
+            classes for the ResNet.
         directory: the cache of converted EfficientNet weights (default ``cache_dir()``).
         convert: convert the EfficientNet weights on first use when torch is available.
 
@@ -65,6 +72,20 @@ def load(
         model = assign_weights(model, arrays, source=str(path))
         if num_outputs is not None:
             model.head = nnx.Linear(model.config.dim, num_outputs, rngs=rngs)
+        return model
+    if name in ("vit-s14-saliency", "resnet50-1by2-nsfw"):
+        path = source_weights(name)
+        graph = read_onnx(path)
+        if name == "vit-s14-saliency":
+            model = nnx.eval_shape(lambda: ViTSmall(rngs=nnx.Rngs(0)))
+            model = convert_weights(model, graph, vit_onnx_names(model.config), what=str(path))
+            width = model.config.dim
+        else:
+            model = nnx.eval_shape(lambda: ResNet50Half(rngs=nnx.Rngs(0)))
+            model = convert_weights(model, graph, resnet_onnx_names(graph), what=str(path))
+            width = model.head.in_features
+        if num_outputs is not None:
+            model.head = nnx.Linear(width, num_outputs, rngs=rngs)
         return model
     path = converted_weights(name, directory, convert)
     arrays, meta = _read_safetensors(path)

