@@ -98,8 +98,8 @@ def _resize_normalise(batch: jax.Array, size: int, style: str) -> jax.Array:
     if style == "efficientnet":
         return (255.0 * r - 127.0) / 128.0
     if style == "imagenet":
-        return (r - jnp.asarray(_IMAGENET_MEAN)) / jnp.asarray(_IMAGENET_STD)
-    return 255.0 * r[..., ::-1] - jnp.asarray(_CAFFE_MEAN_BGR)
+        return (r - jnp.asarray(_IMAGENET_MEAN).reshape(1, 1, 1, 3)) / jnp.asarray(_IMAGENET_STD).reshape(1, 1, 1, 3)
+    return 255.0 * r[..., ::-1] - jnp.asarray(_CAFFE_MEAN_BGR).reshape(1, 1, 1, 3)
 
 
 def _check_size(size, name: str) -> None:

@@ -47,7 +47,8 @@ class ChannelAffine(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((channels,)))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return (x - self.mean[...]) * self.scale[...] + self.bias[...]
+        shape = (1,) * (x.ndim - 1) + (-1,)
+        return (x - self.mean[...].reshape(shape)) * self.scale[...].reshape(shape) + self.bias[...].reshape(shape)
 
 
 class _ConvAffine(nnx.Module):
@@ -79,7 +80,7 @@ def _max_pool_ceil(x: jax.Array) -> jax.Array:
         out = -(-(size - 3) // 2) + 1
         pads.append((0, max((out - 1) * 2 + 3 - size, 0)))
     pads.append((0, 0))
-    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), pads)
+    return jax.lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), pads)
 
 
 class ResNet50Half(nnx.Module):

@@ -83,8 +83,9 @@ class _Block(nnx.Module):
         self.scale2 = nnx.Param(jnp.ones((c.dim,)))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = x + self.scale1[...] * self.attn(self.norm1(x))
-        return x + self.scale2[...] * self.fc2(jax.nn.gelu(self.fc1(self.norm2(x)), approximate=False))
+        g1, g2 = self.scale1[...].reshape(1, 1, -1), self.scale2[...].reshape(1, 1, -1)
+        x = x + g1 * self.attn(self.norm1(x))
+        return x + g2 * self.fc2(jax.nn.gelu(self.fc1(self.norm2(x)), approximate=False))
 
 
 class _UpConv(nnx.Module):
@@ -107,7 +108,7 @@ class _UpConv(nnx.Module):
             lhs_dilation=(2, 2),
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
-        return jax.nn.relu(self.bn(y + self.bias[...]))
+        return jax.nn.relu(self.bn(y + self.bias[...].reshape(1, 1, 1, -1)))
 
 
 class _Decoder(nnx.Module):
@@ -183,7 +184,7 @@ class ViTSmall(nnx.Module):
             rows, cols = jnp.asarray(resize_matrix(g, gh, "cubic")), jnp.asarray(resize_matrix(g, gw, "cubic"))
             pos = jnp.einsum("Hh,hwd,Ww->HWd", rows, pos, cols)
         cls = jnp.broadcast_to(self.cls_token[...] + self.cls_pos[...], (n, 1, dim))
-        return jnp.concatenate([cls, (t + pos).reshape(n, gh * gw, dim)], axis=1)
+        return jnp.concatenate([cls, (t + pos[None]).reshape(n, gh * gw, dim)], axis=1)
 
     def hidden_states(self, x: jax.Array) -> list[jax.Array]:
         """The token states (n, 1 [+ prompts] + patches, dim) after each block, and the final LayerNorm's."""

@@ -9,8 +9,10 @@ from hypothesis import strategies as st
 
 from jaxtransfer._packages import package_file
 from jaxtransfer.data import (
+    caffe_preprocess,
     digits,
     efficientnet_preprocess,
+    imagenet_preprocess,
     load_dataset,
     mnist_5k,
     stratified_split,
@@ -110,6 +112,19 @@ def test_efficientnet_preprocess_maps_pixels_as_the_checkpoints_expect():
         efficientnet_preprocess(grey * 255, 16)
     with pytest.raises(ValueError, match="shape"):
         efficientnet_preprocess(np.zeros((2, 8, 8, 2)), 16)
+
+
+def test_imagenet_and_caffe_preprocess_normalise_as_their_backbones_expect():
+    """Against the published formulas in float64 on a colour image at its own size (the resize is then exact)."""
+    rgb = np.random.default_rng(0).uniform(size=(2, 14, 14, 3)).astype(np.float32)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(imagenet_preprocess(rgb, 14), (rgb.astype(np.float64) - mean) / std, atol=1e-5)
+    bgr = 255.0 * rgb.astype(np.float64)[..., ::-1] - np.array([104.0, 117.0, 123.0])
+    np.testing.assert_allclose(caffe_preprocess(rgb, 14), bgr, atol=1e-4)
+    grey = caffe_preprocess(np.full((1, 4, 4), 0.5), 8)  # grey replicated, then the BGR means
+    np.testing.assert_allclose(grey[0, 0, 0], 127.5 - np.array([104.0, 117.0, 123.0]), atol=1e-4)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        imagenet_preprocess(rgb * 255, 14)
 
 
 def test_a_missing_package_names_the_pip_command():
