@@ -15,6 +15,7 @@ from jaxtransfer.experiments._benchmark import (
 )
 from jaxtransfer.experiments._demo import digits_feature_maps, run_demo, run_feature_demo
 from jaxtransfer.experiments._early_checkpoints import pretraining_checkpoints, transfer_from_checkpoints
+from jaxtransfer.experiments._real_zoo import REAL_ZOO, RealBackbone, real_zoo
 from jaxtransfer.experiments._regularizers import regularizer_study
 from jaxtransfer.experiments._what_is_transferred import what_is_transferred
 from jaxtransfer.experiments._zoo import (
@@ -34,15 +35,18 @@ __all__ = [
     "ALL_SCORES",
     "CI_ZOO",
     "FULL_ZOO",
+    "REAL_ZOO",
     "SOURCE_TASKS",
     "TARGET_TASKS",
     "Candidate",
+    "RealBackbone",
     "ZooModel",
     "build_zoo",
     "digits_feature_maps",
     "finetune_accuracy",
     "model_selection",
     "pretraining_checkpoints",
+    "real_zoo",
     "regularizer_study",
     "run_demo",
     "run_feature_demo",

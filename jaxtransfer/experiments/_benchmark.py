@@ -36,6 +36,14 @@ def _inputs(candidate: Candidate, x: np.ndarray) -> np.ndarray:
     return np.asarray(candidate.transform(x)) if candidate.transform is not None else np.asarray(x)
 
 
+def _features_and_probs(m, b):  # module level: one compiled function per model structure, reused across calls
+    return {"features": m.features(b), "probs": jax.nn.softmax(m(b), axis=-1)}
+
+
+def _features_only(m, b):
+    return {"features": m.features(b)}
+
+
 def score_features(
     candidate: Candidate, x: np.ndarray, labels: np.ndarray, *, scores: Sequence[str] = ALL_SCORES, batch_size=256
 ) -> dict:
@@ -44,7 +52,8 @@ def score_features(
     Returns:
         ``{"scores": {name: value}, "seconds": {name: s}, "extract_seconds": s, "dim": D, "errors": {name: msg}}``;
         the extraction (one batched, jitted pass giving the features and the source head's softmax) is timed once.
-        A score that raises on this model is NaN in ``scores`` and its message is in ``errors``.
+        A score that raises on this model is NaN in ``scores`` and its message is in ``errors``; so is a score that
+        reads source-class probabilities when the candidate has no source head (``source_head=False``).
 
     Example:
         >>> from flax import nnx
@@ -63,14 +72,18 @@ def score_features(
     out = extract_features(
         candidate.model,
         _inputs(candidate, x),
-        fn=lambda m, b: {"features": m.features(b), "probs": jax.nn.softmax(m(b), axis=-1)},
+        fn=_features_and_probs if candidate.source_head else _features_only,
         batch_size=batch_size,
         progress=False,
     )
     extract_seconds = time.perf_counter() - started
     values, seconds, errors = {}, {}, {}
     for name in scores:
-        arg = SCORES[name].pick(features=out["features"], source_probabilities=out["probs"])
+        if SCORES[name].input != "features" and "probs" not in out:
+            values[name], seconds[name] = float("nan"), 0.0
+            errors[name] = f"{name} reads a source classifier's probabilities; this candidate has none."
+            continue
+        arg = SCORES[name].pick(features=out["features"], source_probabilities=out.get("probs"))
         started = time.perf_counter()
         try:
             values[name] = float(SCORES[name](arg, labels))

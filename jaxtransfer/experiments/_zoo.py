@@ -217,6 +217,9 @@ class Candidate:
     """A model in the running: a name, an NNX model with ``features(x)`` and a source ``head``, and the transform
     from a target task's raw images (n, H, W, 1) in [0, 1] to the model's inputs.
 
+    ``source_head=False`` says that ``model(x)`` is not a source classifier (a backbone without one, a layer cut out
+    of one): the scores that read source-class probabilities (LEEP, NCE) are then not computed for it.
+
     Example:
         >>> from flax import nnx
         >>> from jaxtransfer.models import MLP
@@ -229,6 +232,7 @@ class Candidate:
     model: nnx.Module
     transform: Callable[[np.ndarray], np.ndarray] | None = None
     info: dict = field(default_factory=dict)
+    source_head: bool = True
 
 
 def to_8x8(images: np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
 """NNX models: small reference models (MLP, residual CNN, tiny ViT), real pre-trained backbones, checkpoints."""
 
 from jaxtransfer.models._extract import extract_features
+from jaxtransfer.models._layer import LayerModel
 from jaxtransfer.models._prompts import PromptParam, Prompts
 from jaxtransfer.models.checkpoint import restore_model, save_model
 from jaxtransfer.models.cnn import CNN
@@ -33,6 +34,7 @@ __all__ = [
     "ChannelAffine",
     "DepthwiseConv",
     "EfficientNetLite",
+    "LayerModel",
     "LiteConfig",
     "MiniLM",
     "OnnxWeights",

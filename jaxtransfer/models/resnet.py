@@ -80,7 +80,8 @@ def _max_pool_ceil(x: jax.Array) -> jax.Array:
         out = -(-(size - 3) // 2) + 1
         pads.append((0, max((out - 1) * 2 + 3 - size, 0)))
     pads.append((0, 0))
-    return jax.lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), pads)
+    # Edge padding: a repeated edge value never changes a maximum (and keeps the pool differentiable).
+    return nnx.max_pool(jnp.pad(x, pads, mode="edge"), (3, 3), strides=(2, 2), padding="VALID")
 
 
 class ResNet50Half(nnx.Module):

@@ -158,7 +158,7 @@ class ViTSmall(nnx.Module):
         self.blocks = nnx.List([_Block(c, rngs=rngs) for _ in range(c.depth)])
         self.norm = nnx.LayerNorm(c.dim, **_LN, rngs=rngs)
         self.decoder = _Decoder(c.dim, rngs=rngs)
-        self.head = None if num_outputs is None else nnx.Linear(c.dim, num_outputs, rngs=rngs)
+        self.head = nnx.data(None if num_outputs is None else nnx.Linear(c.dim, num_outputs, rngs=rngs))
         self.prompts = nnx.data(None)  # the VPT hook (jaxtransfer.models.Prompts; set by inject_vpt)
 
     @property
