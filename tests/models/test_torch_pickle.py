@@ -59,7 +59,7 @@ def test_anything_but_tensors_is_refused_and_other_formats_raise(tmp_path):
         read_legacy_state_dict(bad)
     zipped = tmp_path / "zip.pth"
     torch.save({"w": torch.ones(2)}, zipped)  # the default zip format of torch >= 1.6
-    with pytest.raises(ValueError, match="not a legacy torch.save file"):
+    with pytest.raises(ValueError, match=r"not a legacy torch\.save file"):
         read_legacy_state_dict(zipped)
     good = tmp_path / "good.pth"
     _save_legacy({"w": torch.ones(1000)}, good)
