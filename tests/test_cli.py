@@ -122,3 +122,15 @@ def test_convert_cli_reports_a_bad_name_in_one_line(tmp_path):
     assert res.returncode == 2
     assert res.stderr.strip().startswith("jaxtransfer convert: error: not a shipped EfficientNet-Lite")
     assert "\n" not in res.stderr.strip()
+
+
+def test_demo_dispatches_real_toy_and_measured_ground_truth(monkeypatch):
+    import jaxtransfer.experiments as experiments
+
+    calls = []
+    monkeypatch.setattr(experiments, "run_real_demo", lambda **kw: calls.append(("real", kw)) or {})
+    monkeypatch.setattr(experiments, "run_demo", lambda **kw: calls.append(("toy", kw)) or {})
+    assert main(["demo"]) == 0
+    assert main(["demo", "--ground-truth"]) == 0
+    assert main(["demo", "--toy"]) == 0
+    assert calls == [("real", {}), ("real", {"ground_truth": "measure"}), ("toy", {})]

@@ -10,11 +10,13 @@ from jaxtransfer.experiments._benchmark import (
     ALL_SCORES,
     finetune_accuracy,
     model_selection,
+    ranking_agreement,
     score_features,
     summary_table,
 )
 from jaxtransfer.experiments._demo import digits_feature_maps, run_demo, run_feature_demo
 from jaxtransfer.experiments._early_checkpoints import pretraining_checkpoints, transfer_from_checkpoints
+from jaxtransfer.experiments._real_demo import SMALL_MODELS, load_ground_truth, run_real_demo
 from jaxtransfer.experiments._real_zoo import REAL_ZOO, RealBackbone, real_zoo
 from jaxtransfer.experiments._regularizers import regularizer_study
 from jaxtransfer.experiments._what_is_transferred import what_is_transferred
@@ -36,6 +38,7 @@ __all__ = [
     "CI_ZOO",
     "FULL_ZOO",
     "REAL_ZOO",
+    "SMALL_MODELS",
     "SOURCE_TASKS",
     "TARGET_TASKS",
     "Candidate",
@@ -44,12 +47,15 @@ __all__ = [
     "build_zoo",
     "digits_feature_maps",
     "finetune_accuracy",
+    "load_ground_truth",
     "model_selection",
     "pretraining_checkpoints",
+    "ranking_agreement",
     "real_zoo",
     "regularizer_study",
     "run_demo",
     "run_feature_demo",
+    "run_real_demo",
     "score_features",
     "source_task",
     "summary_table",

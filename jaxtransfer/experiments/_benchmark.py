@@ -27,7 +27,7 @@ from jaxtransfer.models import extract_features
 from jaxtransfer.score import SCORES
 from jaxtransfer.select import weighted_tau
 
-__all__ = ["ALL_SCORES", "finetune_accuracy", "model_selection", "score_features", "summary_table"]
+__all__ = ["ALL_SCORES", "finetune_accuracy", "model_selection", "ranking_agreement", "score_features", "summary_table"]
 
 ALL_SCORES = tuple(name for name, s in SCORES.items() if s.classification)  # every registered class score
 
@@ -151,13 +151,15 @@ def finetune_accuracy(
     return {"accuracy": best[0], "test_accuracy": test, "learning_rate": best[1], "grid": grid, "seconds": seconds}
 
 
-def _agreement(scores: Mapping[str, float], truth: Mapping[str, float]) -> dict:
-    """tau_w, pick, top-1 and relative accuracy over the models the score could rate (NaN: it failed on them)."""
+def ranking_agreement(scores: Mapping[str, float], truth: Mapping[str, float]) -> dict:
+    """tau_w, pick, top-1, relative accuracy and regret (best accuracy - the pick's) over the models the score could
+    rate (NaN: it failed on them)."""
     failed = sorted(n for n, v in scores.items() if not np.isfinite(v))
     rated = {n: v for n, v in scores.items() if np.isfinite(v)}
     if len(rated) < 2:
         nan = float("nan")
-        return {"weighted_tau": nan, "pick": None, "top1": False, "relative_accuracy": nan, "failed": failed}
+        return {"weighted_tau": nan, "pick": None, "top1": False, "relative_accuracy": nan, "regret": nan,
+                "failed": failed}  # fmt: skip
     pick = max(rated, key=rated.get)
     best = max(truth.values())
     return {
@@ -165,6 +167,7 @@ def _agreement(scores: Mapping[str, float], truth: Mapping[str, float]) -> dict:
         "pick": pick,
         "top1": bool(truth[pick] >= best),
         "relative_accuracy": truth[pick] / best,
+        "regret": best - truth[pick],
         "failed": failed,
     }
 
@@ -229,7 +232,7 @@ def model_selection(
         ft_seconds = sum(r["ground_truth"]["seconds"] for r in rows.values())
         agreement, score_seconds, speedup = {}, {}, {}
         for s in scores:
-            agreement[s] = _agreement({n: r["scores"][s] for n, r in rows.items()}, truth)
+            agreement[s] = ranking_agreement({n: r["scores"][s] for n, r in rows.items()}, truth)
             score_seconds[s] = sum(r["extract_seconds"] + r["seconds"][s] for r in rows.values())
             speedup[s] = ft_seconds / score_seconds[s]
         report["targets"][tname] = {
@@ -281,10 +284,11 @@ def summary_table(report: dict) -> str:
         order = sorted(rows, key=lambda n: -rows[n]["scores"][primary])
         truth_rank = {n: i + 1 for i, n in enumerate(sorted(rows, key=lambda n: -rows[n]["ground_truth"]["accuracy"]))}
         lines.append(f"== target {tname}: {t['n_train']} training images, {t['num_classes']} classes ==")
-        lines.append(f"{'rank':>4}  {'model':<22}{primary:>9}{'fine-tuned':>12}{'(rank)':>7}")
+        w = max(22, *(len(n) + 2 for n in rows))
+        lines.append(f"{'rank':>4}  {'model':<{w}}{primary:>9}{'fine-tuned':>12}{'(rank)':>7}")
         for i, n in enumerate(order, 1):
             gt = rows[n]["ground_truth"]["accuracy"]
-            lines.append(f"{i:>4}  {n:<22}{rows[n]['scores'][primary]:>9.4f}{gt:>12.4f}{truth_rank[n]:>7}")
+            lines.append(f"{i:>4}  {n:<{w}}{rows[n]['scores'][primary]:>9.4f}{gt:>12.4f}{truth_rank[n]:>7}")
         lines.append("")
     width = max(12, *(len(t) + 8 for t in report["targets"]))
     name_width = max(12, *(len(s) + 2 for s in scores))  # registered names can be long (hscore_regularized)
@@ -302,5 +306,5 @@ def summary_table(report: dict) -> str:
     for tname, t in report["targets"].items():
         for s in scores:
             if t["agreement"][s]["failed"]:
-                lines.append(f"({s} failed on {t['agreement'][s]['failed']} for {tname}: tau_w over the others)")
+                lines.append(f"({s} did not rate {t['agreement'][s]['failed']} on {tname}: tau_w over the others)")
     return "\n".join(lines)

@@ -135,14 +135,15 @@ def test_candidate_transform_is_applied():
 
 
 def test_agreement_leaves_out_the_models_a_score_failed_on():
-    from jaxtransfer.experiments._benchmark import _agreement
+    from jaxtransfer.experiments import ranking_agreement
     from jaxtransfer.select import weighted_tau
 
     truth = {"a": 0.9, "b": 0.8, "c": 0.5, "d": 0.7}
-    agr = _agreement({"a": 1.0, "b": float("nan"), "c": 0.0, "d": 0.5}, truth)
+    agr = ranking_agreement({"a": 1.0, "b": float("nan"), "c": 0.0, "d": 0.5}, truth)
     assert agr["failed"] == ["b"] and agr["pick"] == "a" and agr["top1"] and agr["relative_accuracy"] == 1.0
     assert agr["weighted_tau"] == weighted_tau({"a": 1.0, "c": 0.0, "d": 0.5}, {"a": 0.9, "c": 0.5, "d": 0.7})
-    worse = _agreement({"a": 0.0, "b": 1.0, "c": 0.5, "d": 0.2}, truth)
+    worse = ranking_agreement({"a": 0.0, "b": 1.0, "c": 0.5, "d": 0.2}, truth)
     assert worse["pick"] == "b" and not worse["top1"] and worse["relative_accuracy"] == pytest.approx(0.8 / 0.9)
-    none = _agreement({"a": float("nan"), "b": 1.0, "c": float("nan"), "d": float("nan")}, truth)
+    assert worse["regret"] == pytest.approx(0.9 - 0.8) and agr["regret"] == 0.0
+    none = ranking_agreement({"a": float("nan"), "b": 1.0, "c": float("nan"), "d": float("nan")}, truth)
     assert none["pick"] is None and np.isnan(none["weighted_tau"])
