@@ -20,7 +20,16 @@ from hypothesis import strategies as st
 
 from jaxtransfer.data import caffe_preprocess, digits, imagenet_preprocess
 from jaxtransfer.finetune import inject_ssf, merge_ssf
-from jaxtransfer.models import LAYOUTS, OnnxWeights, ResNet50Half, ViTSmall, convert_weights, load, read_onnx
+from jaxtransfer.models import (
+    LAYOUTS,
+    OnnxWeights,
+    ResNet50Half,
+    ViTConfig,
+    ViTSmall,
+    convert_weights,
+    load,
+    read_onnx,
+)
 from jaxtransfer.models import pretrained as pre
 from jaxtransfer.models._resize import resize_matrix
 from jaxtransfer.models._sources import Source
@@ -258,3 +267,37 @@ def test_caffe_ceil_max_pool_against_a_numpy_loop(height, width):
         for j in range(ow):
             ref[0, i, j] = x[0, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3].max(axis=(0, 1))
     np.testing.assert_array_equal(np.asarray(_max_pool_ceil(jnp.asarray(x))), ref)
+
+
+@pytest.mark.parametrize("strategy", ["bitfit", "full", "linear_probe", "adapter", "ia3", "lora", "ssf", "vpt"])
+def test_every_strategy_trains_the_vit_layout_and_merges_exactly(strategy):
+    """A ViT-S-layout model at toy width (the layout, not the weights): each strategy trains its own parameters
+    only, and a strategy that merges gives the same outputs merged."""
+    import optax
+
+    from jaxtransfer.finetune import STRATEGIES, finetune
+
+    cfg = ViTConfig(patch=4, dim=16, depth=2, heads=2, mlp_dim=32, grid=3, image_size=12)
+    x = np.random.default_rng(0).normal(size=(16, 12, 12, 3)).astype(np.float32)
+    y = np.arange(16) % 3
+    spec = STRATEGIES[strategy]
+    model = ViTSmall(cfg, num_outputs=3, rngs=nnx.Rngs(0))
+    model = spec.prepare(model) if spec.prepare is not None else model
+    before = nnx.state(model, nnx.Param)
+    trained, _ = finetune(model, (x, y), strategy=strategy, optimizer=optax.adam(1e-2), epochs=1, batch_size=8,
+                          progress=False)  # fmt: skip
+    after = nnx.state(trained, nnx.Param)
+    trainable = nnx.state(trained, spec.params)
+    everything = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(after)}
+    moved = {
+        jax.tree_util.keystr(p)
+        for (p, a), (_, b) in zip(
+            jax.tree_util.tree_leaves_with_path(after), jax.tree_util.tree_leaves_with_path(before), strict=True
+        )
+        if not np.array_equal(np.asarray(a), np.asarray(b))
+    }
+    allowed = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(trainable)}
+    assert moved and moved <= allowed <= everything  # something trained, nothing outside the strategy's parameters
+    if spec.merge is not None:
+        merged = spec.merge(trained)
+        np.testing.assert_allclose(np.asarray(merged(x)), np.asarray(trained(x)), atol=1e-5)
