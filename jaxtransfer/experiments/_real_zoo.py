@@ -24,12 +24,16 @@ from pathlib import Path
 from jaxtransfer.data import Dataset, caffe_preprocess, efficientnet_preprocess, imagenet_preprocess
 from jaxtransfer.experiments._zoo import Candidate, target_task
 
-__all__ = ["REAL_ZOO", "TRUTH_FILE", "RealBackbone", "real_target", "real_zoo"]
+__all__ = ["PREPROCESS", "REAL_ZOO", "TRUTH_FILE", "RealBackbone", "real_target", "real_zoo"]
 
 TRUTH_FILE = Path(__file__).with_name("real_zoo_truth.json")
 """The fine-tuned ground truth of the real zoo that ``bench/real_zoo.py`` measured (shipped with the package)."""
 
-_PREPROCESS = {"efficientnet": efficientnet_preprocess, "imagenet": imagenet_preprocess, "caffe": caffe_preprocess}
+PREPROCESS = {  # the input normalisation of each backbone, by name
+    "efficientnet": efficientnet_preprocess,
+    "imagenet": imagenet_preprocess,
+    "caffe": caffe_preprocess,
+}
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ def real_target(name: str, *, seed: int = 0) -> Dataset:
 
 
 def _transform(images, *, style: str, size: int):
-    return _PREPROCESS[style](images, size)
+    return PREPROCESS[style](images, size)
 
 
 def real_zoo(
@@ -95,8 +99,8 @@ def real_zoo(
         raise ValueError(f"image_size must be a multiple of 14 (the ViT's patch); got {image_size}.")
     out = []
     for spec in zoo:
-        if spec.preprocess not in _PREPROCESS:
-            raise ValueError(f"unknown preprocessing {spec.preprocess!r}; known: {sorted(_PREPROCESS)}.")
+        if spec.preprocess not in PREPROCESS:
+            raise ValueError(f"unknown preprocessing {spec.preprocess!r}; known: {sorted(PREPROCESS)}.")
         model = load(spec.name, directory=directory)
         transform = functools.partial(_transform, style=spec.preprocess, size=image_size)
         info = {"backbone": spec.name, "image_size": image_size}
