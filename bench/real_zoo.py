@@ -11,6 +11,7 @@ BatchNorm statistics kept. Scores: every registered classification score.
 
     python -m bench.real_zoo                 # ~30 minutes on 2 CPU cores: bench/results/real_zoo.json
     python -m bench.real_zoo --targets mnist digits5-9
+    python -m bench.real_zoo --extend 1e-5     # add learning rates to the grid of the saved run (same seeds)
 
 The run also writes the ground truth the demo prints next to its ranking
 (``jaxtransfer/experiments/real_zoo_truth.json``, with the command and configuration that made it).
@@ -24,8 +25,18 @@ import sys
 import time
 from pathlib import Path
 
-from bench._common import machine, save
-from jaxtransfer.experiments import ALL_SCORES, CI_ZOO, build_zoo, model_selection, real_zoo, summary_table
+from bench._common import RESULTS, machine, save
+from jaxtransfer.experiments import (
+    ALL_SCORES,
+    CI_ZOO,
+    build_zoo,
+    finetune_accuracy,
+    model_selection,
+    real_zoo,
+    summarise,
+    summary_table,
+    target_report,
+)
 from jaxtransfer.experiments._real_zoo import TRUTH_FILE, real_target
 
 SMALL = ("cnn32-digits", "mlp128-digits")
@@ -36,18 +47,29 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--targets", nargs="+", default=["mnist"])
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--learning-rates", type=float, nargs="+", default=[1e-4, 1e-3])
+    parser.add_argument("--learning-rates", type=float, nargs="+", default=[1e-5, 1e-4, 1e-3])
+    parser.add_argument("--extend", type=float, nargs="+", metavar="LR", help="learning rates to add to the saved run")
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.extend:
+        report = json.loads((RESULTS / "real_zoo.json").read_text())
+        args.image_size, args.epochs = report["config"]["image_size"], report["config"]["epochs"]
     candidates = real_zoo(image_size=args.image_size)
     candidates += build_zoo([m for m in CI_ZOO if m.name in SMALL], echo=print)
-    targets = {name: real_target(name) for name in args.targets}
+    if args.extend:
+        extend(report, candidates, args.extend)
+        args.learning_rates = report["config"]["learning_rates"]
+        started -= report.get("total_seconds", 0.0)
+    else:
+        targets = {name: real_target(name) for name in args.targets}
+        report = model_selection(candidates, targets, scores=ALL_SCORES, learning_rates=args.learning_rates,
+                                 epochs=args.epochs, echo=print)  # fmt: skip
     config = {"image_size": args.image_size, "epochs": args.epochs, "learning_rates": args.learning_rates}
-    report = model_selection(candidates, targets, scores=ALL_SCORES, learning_rates=args.learning_rates,
-                             epochs=args.epochs, echo=print)  # fmt: skip
+    report["config"].update(config)
     print(summary_table(report))
     report["zoo"] = {c.name: {k: v for k, v in c.info.items() if k != "seconds"} for c in candidates}
     report["total_seconds"] = time.perf_counter() - started
+    report.pop("machine", None)
     path = save("real_zoo", report)
     truth = {
         "made_by": "python -m bench.real_zoo " + " ".join(sys.argv[1:]),
@@ -65,6 +87,29 @@ def main() -> None:
     }
     Path(TRUTH_FILE).write_text(json.dumps(truth, indent=1) + "\n")
     print(f"saved {path} and {TRUTH_FILE} in {report['total_seconds']:.0f} s")
+
+
+def extend(report: dict, candidates, learning_rates) -> None:
+    """Fine-tunes every candidate at the new ``learning_rates`` (same epochs, seed and data as the saved run) and
+    merges them into its grid: the ground truth becomes the best over the whole grid, as if run at once (each
+    learning rate's run is independent of the others)."""
+    cfg = report["config"]
+    for tname, t in report["targets"].items():
+        data = real_target(tname)
+        for cand in candidates:
+            row = t["candidates"][cand.name]
+            old = row["ground_truth"]
+            new = finetune_accuracy(cand, data, learning_rates=learning_rates, epochs=cfg["epochs"],
+                                    batch_size=cfg["batch_size"], seed=cfg["seed"],
+                                    freeze_batch_norm=cfg["freeze_batch_norm"])  # fmt: skip
+            grid = {**{float(k): v for k, v in old["grid"].items()}, **new["grid"]}
+            best = new if new["accuracy"] > old["accuracy"] else old
+            row["ground_truth"] = {**best, "grid": grid, "seconds": old["seconds"] + new["seconds"]}
+            print(f"[{tname}] {cand.name:<28} grid {grid} -> {row['ground_truth']['accuracy']:.4f}", flush=True)
+        report["targets"][tname] = target_report(t["candidates"], cfg["scores"], n_train=t["n_train"],
+                                                 num_classes=t["num_classes"])  # fmt: skip
+    report["summary"] = summarise(report["targets"], cfg["scores"])
+    cfg["learning_rates"] = sorted({*cfg["learning_rates"], *learning_rates})
 
 
 if __name__ == "__main__":

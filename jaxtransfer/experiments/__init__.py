@@ -12,7 +12,9 @@ from jaxtransfer.experiments._benchmark import (
     model_selection,
     ranking_agreement,
     score_features,
+    summarise,
     summary_table,
+    target_report,
 )
 from jaxtransfer.experiments._demo import digits_feature_maps, run_demo, run_feature_demo
 from jaxtransfer.experiments._early_checkpoints import pretraining_checkpoints, transfer_from_checkpoints
@@ -58,7 +60,9 @@ __all__ = [
     "run_real_demo",
     "score_features",
     "source_task",
+    "summarise",
     "summary_table",
+    "target_report",
     "target_task",
     "to_8x8",
     "transfer_from_checkpoints",

@@ -27,7 +27,16 @@ from jaxtransfer.models import extract_features
 from jaxtransfer.score import SCORES
 from jaxtransfer.select import weighted_tau
 
-__all__ = ["ALL_SCORES", "finetune_accuracy", "model_selection", "ranking_agreement", "score_features", "summary_table"]
+__all__ = [
+    "ALL_SCORES",
+    "finetune_accuracy",
+    "model_selection",
+    "ranking_agreement",
+    "score_features",
+    "summarise",
+    "summary_table",
+    "target_report",
+]
 
 ALL_SCORES = tuple(name for name, s in SCORES.items() if s.classification)  # every registered class score
 
@@ -200,7 +209,7 @@ def model_selection(
         >>> report = model_selection(zoo, {"digits5-9": target_task("digits5-9", max_per_class=20)}, scores=("logme",),
         ...                          learning_rates=(1e-2,), epochs=1, batch_size=16)
         >>> sorted(report["summary"]["logme"])
-        ['mean_relative_accuracy', 'mean_weighted_tau', 'speedup', 'top1_hits']
+        ['mean_regret', 'mean_relative_accuracy', 'mean_weighted_tau', 'speedup', 'top1_hits']
         >>> print(summary_table(report).splitlines()[0])
         == target digits5-9: 30 training images, 5 classes ==
     """
@@ -228,33 +237,39 @@ def model_selection(
                 gt = row["ground_truth"]
                 echo(f"[{tname}] {cand.name:<22} fine-tuned {gt['accuracy']:.4f} in {gt['seconds']:.1f} s; "
                      f"LogME {row['scores'].get('logme', float('nan')):.4f}")  # fmt: skip
-        truth = {n: r["ground_truth"]["accuracy"] for n, r in rows.items()}
-        ft_seconds = sum(r["ground_truth"]["seconds"] for r in rows.values())
-        agreement, score_seconds, speedup = {}, {}, {}
-        for s in scores:
-            agreement[s] = ranking_agreement({n: r["scores"][s] for n, r in rows.items()}, truth)
-            score_seconds[s] = sum(r["extract_seconds"] + r["seconds"][s] for r in rows.values())
-            speedup[s] = ft_seconds / score_seconds[s]
-        report["targets"][tname] = {
-            "n_train": len(y_tr),
-            "num_classes": target.num_classes,
-            "candidates": rows,
-            "agreement": agreement,
-            "finetune_seconds": ft_seconds,
-            "score_seconds": score_seconds,
-            "speedup": speedup,
-        }
-    per = report["targets"].values()
-    report["summary"] = {
+        report["targets"][tname] = target_report(rows, scores, n_train=len(y_tr), num_classes=target.num_classes)
+    report["summary"] = summarise(report["targets"], scores)
+    return report
+
+
+def target_report(rows: Mapping[str, dict], scores: Sequence[str], *, n_train: int, num_classes: int) -> dict:
+    """One target's part of a report from its candidates' rows (``score_features`` plus ``"ground_truth"``):
+    the agreement of each score with the fine-tuned accuracies, and the time of scoring against fine-tuning."""
+    truth = {n: r["ground_truth"]["accuracy"] for n, r in rows.items()}
+    ft_seconds = sum(r["ground_truth"]["seconds"] for r in rows.values())
+    agreement, score_seconds, speedup = {}, {}, {}
+    for s in scores:
+        agreement[s] = ranking_agreement({n: r["scores"][s] for n, r in rows.items()}, truth)
+        score_seconds[s] = sum(r["extract_seconds"] + r["seconds"][s] for r in rows.values())
+        speedup[s] = ft_seconds / score_seconds[s]
+    return {"n_train": n_train, "num_classes": num_classes, "candidates": dict(rows), "agreement": agreement,
+            "finetune_seconds": ft_seconds, "score_seconds": score_seconds, "speedup": speedup}  # fmt: skip
+
+
+def summarise(targets: Mapping[str, dict], scores: Sequence[str]) -> dict:
+    """Per score, over the targets' reports: mean tau_w, top-1 hits, mean relative accuracy, mean regret of the
+    pick, and the speed-up of scoring over the fine-tuning grid (totals over the targets)."""
+    per = list(targets.values())
+    return {
         s: {
             "mean_weighted_tau": float(np.nanmean([t["agreement"][s]["weighted_tau"] for t in per])),
             "top1_hits": int(sum(t["agreement"][s]["top1"] for t in per)),
             "mean_relative_accuracy": float(np.nanmean([t["agreement"][s]["relative_accuracy"] for t in per])),
+            "mean_regret": float(np.nanmean([t["agreement"][s].get("regret", np.nan) for t in per])),
             "speedup": float(sum(t["finetune_seconds"] for t in per) / sum(t["score_seconds"][s] for t in per)),
         }
         for s in scores
     }
-    return report
 
 
 def summary_table(report: dict) -> str:

@@ -76,7 +76,14 @@ def run_real_demo(
         >>> report["targets"]["mnist"]["agreement"]["leep"]["failed"]  # no source classifier on these
         ['resnet50-1by2-nsfw/stage3', 'vit-s14-saliency', 'vit-s14-saliency/block6']
     """
-    from jaxtransfer.experiments._benchmark import ALL_SCORES, finetune_accuracy, ranking_agreement, score_features
+    from jaxtransfer.experiments._benchmark import (
+        ALL_SCORES,
+        finetune_accuracy,
+        score_features,
+        summarise,
+        summary_table,
+        target_report,
+    )
     from jaxtransfer.experiments._zoo import CI_ZOO, build_zoo
 
     started = time.perf_counter()
@@ -116,34 +123,16 @@ def run_real_demo(
         rows[cand.name] = row
         logme_value = row["scores"].get("logme", float("nan"))
         echo(f"  {cand.name:<28} D = {row['dim']:>4}  scored in {row['wall_seconds']:5.1f} s  LogME {logme_value:.4f}")
+    per_target = target_report(rows, names, n_train=len(y_tr), num_classes=data.num_classes)
     accuracy = {n: r["ground_truth"]["accuracy"] for n, r in rows.items()}
-    ft_seconds = sum(r["ground_truth"]["seconds"] for r in rows.values())
-    agreement, score_seconds, speedup = {}, {}, {}
-    for s in names:
-        agreement[s] = ranking_agreement({n: r["scores"][s] for n, r in rows.items()}, accuracy)
-        score_seconds[s] = sum(r["extract_seconds"] + r["seconds"][s] for r in rows.values())
-        speedup[s] = ft_seconds / score_seconds[s]
-    per_target = {"n_train": len(y_tr), "num_classes": data.num_classes, "candidates": rows, "agreement": agreement,
-                  "finetune_seconds": ft_seconds, "score_seconds": score_seconds, "speedup": speedup}  # fmt: skip
-    summary = {
-        s: {
-            "mean_weighted_tau": agreement[s]["weighted_tau"],
-            "top1_hits": int(agreement[s]["top1"]),
-            "mean_relative_accuracy": agreement[s]["relative_accuracy"],
-            "regret": agreement[s]["regret"],
-            "speedup": speedup[s],
-        }
-        for s in names
-    }
+    ft_seconds, agreement = per_target["finetune_seconds"], per_target["agreement"]
     report = {
         "targets": {target: per_target},
         "config": {"scores": list(names), "image_size": image_size},
-        "summary": summary,
+        "summary": summarise({target: per_target}, names),
         "ground_truth": "measured here" if truth is None else {k: truth[k] for k in ("made_by", "date", "config")},
         "score_seconds_total": float(sum(r["wall_seconds"] for r in rows.values())),
     }
-    from jaxtransfer.experiments._benchmark import summary_table
-
     echo(summary_table(report))
     if "logme" in names:
         a = agreement["logme"]
