@@ -70,9 +70,11 @@ def main() -> None:
     report["zoo"] = {c.name: {k: v for k, v in c.info.items() if k != "seconds"} for c in candidates}
     report["total_seconds"] = time.perf_counter() - started
     report.pop("machine", None)
+    command = "python -m bench.real_zoo " + " ".join(sys.argv[1:])
+    report["commands"] = [*report.get("commands", ["python -m bench.real_zoo"] if args.extend else []), command.strip()]
     path = save("real_zoo", report)
     truth = {
-        "made_by": "python -m bench.real_zoo " + " ".join(sys.argv[1:]),
+        "made_by": " && ".join(report["commands"]),
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine(),
         "config": {**report["config"], **config},
