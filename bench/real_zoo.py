@@ -53,7 +53,8 @@ def main() -> None:
     started = time.perf_counter()
     if args.extend:
         report = json.loads((RESULTS / "real_zoo.json").read_text())
-        args.image_size, args.epochs = report["config"]["image_size"], report["config"]["epochs"]
+        args.image_size = report["config"].get("image_size", args.image_size)  # (runs before 2026-12-02: default)
+        args.epochs = report["config"]["epochs"]
     candidates = real_zoo(image_size=args.image_size)
     candidates += build_zoo([m for m in CI_ZOO if m.name in SMALL], echo=print)
     if args.extend:
