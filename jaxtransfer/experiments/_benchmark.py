@@ -256,16 +256,22 @@ def target_report(rows: Mapping[str, dict], scores: Sequence[str], *, n_train: i
             "finetune_seconds": ft_seconds, "score_seconds": score_seconds, "speedup": speedup}  # fmt: skip
 
 
+def _nanmean(values) -> float:
+    """The mean of the finite values; NaN (without numpy's empty-slice warning) when there are none."""
+    finite = [float(v) for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def summarise(targets: Mapping[str, dict], scores: Sequence[str]) -> dict:
     """Per score, over the targets' reports: mean tau_w, top-1 hits, mean relative accuracy, mean regret of the
     pick, and the speed-up of scoring over the fine-tuning grid (totals over the targets)."""
     per = list(targets.values())
     return {
         s: {
-            "mean_weighted_tau": float(np.nanmean([t["agreement"][s]["weighted_tau"] for t in per])),
+            "mean_weighted_tau": _nanmean(t["agreement"][s]["weighted_tau"] for t in per),
             "top1_hits": int(sum(t["agreement"][s]["top1"] for t in per)),
-            "mean_relative_accuracy": float(np.nanmean([t["agreement"][s]["relative_accuracy"] for t in per])),
-            "mean_regret": float(np.nanmean([t["agreement"][s].get("regret", np.nan) for t in per])),
+            "mean_relative_accuracy": _nanmean(t["agreement"][s]["relative_accuracy"] for t in per),
+            "mean_regret": _nanmean(t["agreement"][s].get("regret", np.nan) for t in per),
             "speedup": float(sum(t["finetune_seconds"] for t in per) / sum(t["score_seconds"][s] for t in per)),
         }
         for s in scores
