@@ -111,3 +111,14 @@ def test_the_demo_agreement_matches_weighted_tau_on_the_shipped_accuracies():
     pick = max(logme, key=logme.get)
     assert t["agreement"]["logme"]["regret"] == pytest.approx(max(acc.values()) - acc[pick])
     assert any(line.startswith("LogME picks") for line in lines)
+
+
+def test_the_demo_can_measure_its_own_ground_truth():
+    report = run_real_demo(zoo=REAL_ZOO[4:], small_models=(), scores=("logme",), ground_truth="measure",
+                           measure_epochs=1, echo=lambda s: None)  # fmt: skip
+    rows = report["targets"]["mnist"]["candidates"]
+    assert report["ground_truth"] == "measured here"
+    for row in rows.values():
+        gt = row["ground_truth"]
+        assert [float(k) for k in gt["grid"]] == [1e-4]  # (JSON keys: strings)
+        assert gt["accuracy"] == next(iter(gt["grid"].values())) and 0 <= gt["test_accuracy"] <= 1
