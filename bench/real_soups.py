@@ -29,7 +29,7 @@ from jaxtransfer.data import mnist_5k
 from jaxtransfer.data.variants import add_noise, block_shuffle, invert
 from jaxtransfer.experiments._real_zoo import PREPROCESS, REAL_ZOO
 from jaxtransfer.finetune import finetune, random_resized_crop
-from jaxtransfer.merge import wise_ft_sweep
+from jaxtransfer.merge import wise_ft, wise_ft_sweep
 from jaxtransfer.models import load
 from jaxtransfer.soup import ensemble, greedy_soup, learned_soup, uniform_soup
 
@@ -107,10 +107,13 @@ def run(backbone: str, image_size: int, epochs: int, probe_epochs: int) -> dict:
         ens[name] = float(jnp.mean(jnp.argmax(out, -1) == jnp.asarray(y)))
     rows.append({"method": f"logit ensemble ({len(ingredients)} passes)", **ens})
     sweep = wise_ft_sweep(start_params, ingredients[best], lambda p: accuracy(p, "held_out"))
-    from jaxtransfer.merge import wise_ft
-
-    curve = [{"alpha": float(a), **{name: accuracy(wise_ft(start_params, ingredients[best], float(a)), name)
-                                    for name in sets}} for a in sweep.alphas]  # fmt: skip
+    others = [name for name in sets if name != "held_out"]  # (the sweep scored the held-out split already)
+    curve = []
+    for a, held_score in zip(sweep.alphas, sweep.scores, strict=True):
+        mixed = wise_ft(start_params, ingredients[best], float(a))
+        curve.append(
+            {"alpha": float(a), "held_out": float(held_score)} | {name: accuracy(mixed, name) for name in others}
+        )
     return {
         "backbone": backbone,
         "image_size": image_size,

@@ -6,10 +6,10 @@ three layer cuts: Lite0 at stage 6, the ViT at block 6, the ResNet at stage 3), 
 default: the fine-tuning grid of the ground truth has to fit 2 CPU cores), plus two of the project's own small
 models pre-trained on half of the scikit-learn digits (``cnn32-digits``, ``mlp128-digits``) as weak candidates.
 Target: real MNIST digits, 10 labelled images per class to train on (200 validation, 200 test). Ground truth: full
-fine-tuning with a new head, best validation accuracy over learning rates (1e-4, 1e-3), 8 epochs, the pre-trained
+fine-tuning with a new head, best validation accuracy over learning rates (1e-5, 1e-4, 1e-3), 8 epochs, the pre-trained
 BatchNorm statistics kept. Scores: every registered classification score.
 
-    python -m bench.real_zoo                 # ~30 minutes on 2 CPU cores: bench/results/real_zoo.json
+    python -m bench.real_zoo                 # ~36 minutes on 2 CPU cores: bench/results/real_zoo.json
     python -m bench.real_zoo --targets mnist digits5-9
     python -m bench.real_zoo --extend 1e-5     # add learning rates to the grid of the saved run (same seeds)
 

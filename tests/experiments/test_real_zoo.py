@@ -122,3 +122,8 @@ def test_the_demo_can_measure_its_own_ground_truth():
         gt = row["ground_truth"]
         assert [float(k) for k in gt["grid"]] == [1e-4]  # (JSON keys: strings)
         assert gt["accuracy"] == next(iter(gt["grid"].values())) and 0 <= gt["test_accuracy"] <= 1
+
+
+def test_the_demo_names_an_unknown_small_model():
+    with pytest.raises(ValueError, match=r"unknown small models \['cnn99'\]"):
+        run_real_demo(zoo=(), small_models=("cnn99",), echo=lambda s: None)

@@ -204,7 +204,7 @@ def test_onnx_weights_key_tensors_by_reading_node_and_follow_identity_aliases():
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2])],
         [numpy_helper.from_array(w, "onnx::MatMul_7")],
     )
-    weights = read_onnx_bytes(helper.make_model(graph))
+    weights = _read_onnx_model(helper.make_model(graph))
     assert isinstance(weights, OnnxWeights)
     np.testing.assert_array_equal(weights["/fc/MatMul:1"], w)
     np.testing.assert_array_equal(weights["/fc2/MatMul:1"], w)  # through the Identity
@@ -215,7 +215,8 @@ def test_onnx_weights_key_tensors_by_reading_node_and_follow_identity_aliases():
         weights["/nothing:1"]
 
 
-def read_onnx_bytes(model):
+def _read_onnx_model(model):
+    """``read_onnx`` of an in-memory ONNX model (through a temporary file)."""
     import tempfile
     from pathlib import Path
 
@@ -301,3 +302,8 @@ def test_every_strategy_trains_the_vit_layout_and_merges_exactly(strategy):
     if spec.merge is not None:
         merged = spec.merge(trained)
         np.testing.assert_allclose(np.asarray(merged(x)), np.asarray(trained(x)), atol=1e-5)
+
+
+def test_resize_matrix_rejects_an_unknown_mode():
+    with pytest.raises(ValueError, match="'linear' or 'cubic'"):
+        resize_matrix(4, 8, "nearest")
