@@ -1,0 +1,285 @@
+"""SpotTune (Guo et al., CVPR 2019): per-sample routing between a frozen and a fine-tuned copy of every block.
+
+For each block b of a pre-trained network there are two copies, the frozen pre-trained block F_b and a copy T_b that
+fine-tunes. A small policy network reads the input x and gives, per sample and per block, logits l_b(x) in R^2; the
+block's output is
+
+    h_{b+1} = I_b(x) F_b(h_b) + (1 - I_b(x)) T_b(h_b),    I_b(x) = [argmax_k (l_{b,k}(x) + g_k) = 0]
+
+with Gumbel noise g during training. I_b is not differentiable; the straight-through Gumbel-softmax estimator uses the
+one-hot decision in the forward pass and the gradient of the relaxed decision softmax((l + g) / tau) in the backward
+pass (tau = 5, as published). At inference the decision is the argmax of the logits (no noise).
+
+The compact *global* variant replaces the policy network by one learned pair of logits per block, shared by every
+sample; a budget penalty (sum_b p_b - k)^2 on the probabilities p_b = softmax(l_b)_1 of fine-tuning block b pushes
+the number of fine-tuned blocks towards k. Its decisions are fixed after training, so :func:`merge_spottune` folds it
+into the plain architecture (each block the chosen copy): no extra inference cost.
+
+The frozen copies hold :class:`FrozenParam` variables, not ``nnx.Param``: no strategy, ``"full"`` included, trains
+them, and they stay in inference mode (BatchNorm on its pre-trained statistics) whatever ``train()`` says. Train a
+SpotTune model with ``finetune(strategy="full")``: the tuned blocks, the rest of the network, the head and the policy
+train together, the frozen copies not at all.
+Where the paper is silent or specific to ResNets, we chose: the default policy is a two-conv network (the paper
+uses a ResNet-8), the routed sites are every item of a model's ``blocks`` / ``stages.i`` / ``layers`` list, and
+everything outside the frozen copies (stem, tuned blocks, head, policy) trains, as in the published full-network
+fine-tuning.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxtransfer.finetune._surgery import replace_module, require_sites
+
+__all__ = [
+    "ConvPolicy",
+    "FrozenParam",
+    "GlobalPolicy",
+    "RoutedBlock",
+    "SpotTune",
+    "gumbel_softmax_st",
+    "inject_spottune",
+    "merge_spottune",
+    "spottune_budget_penalty",
+]
+
+_GATES: contextvars.ContextVar = contextvars.ContextVar("spottune_gates", default=None)
+_LISTS = ("blocks", "layers", "stages")
+
+
+class FrozenParam(nnx.Variable):
+    """A pre-trained weight that never trains (not an ``nnx.Param``): the frozen copies of SpotTune and the
+    teachers of the survey methods."""
+
+
+def gumbel_softmax_st(logits: jax.Array, key: jax.Array | None, temperature: float = 5.0) -> jax.Array:
+    """Straight-through Gumbel-softmax over the last axis: forward one-hot, backward the relaxed softmax's gradient.
+
+    With Gumbel noise g (none when ``key`` is None) and y = softmax((logits + g) / temperature), returns
+    one_hot(argmax y) + (y - stop_gradient(y)): its value is exactly one-hot, its Jacobian that of y.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> gumbel_softmax_st(jnp.array([[2.0, -1.0], [0.0, 3.0]]), None)
+        Array([[1., 0.],
+               [0., 1.]], dtype=float32)
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0; got {temperature!r}.")
+    z = logits if key is None else logits + jax.random.gumbel(key, logits.shape, logits.dtype)
+    soft = jax.nn.softmax(z / temperature, axis=-1)
+    hard = jax.nn.one_hot(jnp.argmax(soft, axis=-1), logits.shape[-1], dtype=soft.dtype)
+    return hard + (soft - jax.lax.stop_gradient(soft))  # exactly one-hot: soft - soft is 0
+
+
+def _retype(module: nnx.Module, old: type, new: type) -> nnx.Module:
+    """A copy of ``module`` whose variables of type ``old`` are of type ``new`` (same values)."""
+    copy = nnx.clone(module)
+    for path, node in list(nnx.iter_graph(copy)):
+        if path and isinstance(node, nnx.Variable) and isinstance(node, old):
+            replace_module(copy, path, new(node.get_value()))
+    return copy
+
+
+class RoutedBlock(nnx.Module):
+    """A block and its frozen twin; the output mixes them with the current sample's gate (see :class:`SpotTune`).
+
+    Only callable inside a :class:`SpotTune` forward pass, which sets the gates (n, blocks, 2).
+    """
+
+    def __init__(self, block: nnx.Module, index: int):
+        self.frozen = _retype(block, nnx.Param, FrozenParam)
+        self.frozen.eval()
+        self.tuned = block
+        self.index = index
+
+    def __call__(self, h, *args, **kwargs):
+        gates = _GATES.get()
+        if gates is None:
+            raise RuntimeError("a SpotTune RoutedBlock runs only inside SpotTune.__call__ (which sets the gates).")
+        self.frozen.eval()  # the frozen copy is always in inference mode, whatever model.train() set
+        a = self.frozen(h, *args, **kwargs)
+        b = self.tuned(h, *args, **kwargs)
+        g = gates[:, self.index].astype(b.dtype)  # (n, 2): (frozen, tuned)
+        shape = (g.shape[0],) + (1,) * (b.ndim - 1)
+        return g[:, 0].reshape(shape) * a + g[:, 1].reshape(shape) * b
+
+
+class ConvPolicy(nnx.Module):
+    """The per-sample policy: images (n, H, W, C) -> two stride-2 3 x 3 convs with ReLU -> mean -> (n, blocks, 2).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> ConvPolicy(3, num_blocks=4, rngs=nnx.Rngs(0))(jnp.ones((2, 16, 16, 3))).shape
+        (2, 4, 2)
+    """
+
+    def __init__(self, in_channels: int, num_blocks: int, *, width: int = 16, rngs: nnx.Rngs):
+        self.conv1 = nnx.Conv(in_channels, width, (3, 3), strides=2, rngs=rngs)
+        self.conv2 = nnx.Conv(width, 2 * width, (3, 3), strides=2, rngs=rngs)
+        self.out = nnx.Linear(2 * width, 2 * num_blocks, rngs=rngs)
+        self.num_blocks = num_blocks
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if x.ndim != 4:
+            raise ValueError(f"ConvPolicy reads images (n, H, W, C); got shape {x.shape}. Pass a policy= for others.")
+        h = jax.nn.relu(self.conv2(jax.nn.relu(self.conv1(x))))
+        return self.out(jnp.mean(h, axis=(1, 2))).reshape(x.shape[0], self.num_blocks, 2)
+
+
+class GlobalPolicy(nnx.Module):
+    """The compact global policy: one learned pair of logits per block, the same for every sample.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> GlobalPolicy(3)(jnp.ones((5, 8))).shape
+        (5, 3, 2)
+    """
+
+    def __init__(self, num_blocks: int):
+        self.logits = nnx.Param(jnp.zeros((num_blocks, 2)))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return jnp.broadcast_to(self.logits[...][None], (x.shape[0], *self.logits.shape))
+
+
+class SpotTune(nnx.Module):
+    """A model whose routed blocks follow the decisions of ``policy`` (build it with :func:`inject_spottune`).
+
+    ``model(x)`` and ``model.features(x)`` run the backbone with the gates of ``policy(x)``: straight-through
+    Gumbel-softmax samples in train mode, the argmax in eval mode. ``decisions(x)`` (n, blocks) is 1 where a sample
+    takes the fine-tuned copy.
+    """
+
+    def __init__(self, model: nnx.Module, policy: nnx.Module, num_blocks: int, temperature: float, seed: int):
+        self.model = model
+        self.policy = policy
+        self.num_blocks = num_blocks
+        self.temperature = float(temperature)
+        self.deterministic = False  # set by train() / eval()
+        self.rngs = nnx.Rngs(gumbel=seed)
+
+    def gates(self, x: jax.Array) -> jax.Array:
+        logits = self.policy(x)
+        if logits.shape != (x.shape[0], self.num_blocks, 2):
+            raise ValueError(f"policy must return (n, {self.num_blocks}, 2) logits; got {logits.shape}.")
+        key = None if self.deterministic else self.rngs.gumbel()
+        if key is None:
+            return jax.nn.one_hot(jnp.argmax(logits, axis=-1), 2, dtype=logits.dtype)
+        return gumbel_softmax_st(logits, key, self.temperature)
+
+    def decisions(self, x: jax.Array) -> jax.Array:
+        """(n, blocks) int: 1 where the sample is routed through the fine-tuned copy (the argmax, no noise)."""
+        return jnp.argmax(self.policy(x), axis=-1)
+
+    def _routed(self, fn: Callable, x: jax.Array) -> jax.Array:
+        token = _GATES.set(self.gates(x))
+        try:
+            return fn(x)
+        finally:
+            _GATES.reset(token)
+
+    def features(self, x: jax.Array) -> jax.Array:
+        return self._routed(self.model.features, x)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self._routed(self.model, x)
+
+
+def _default_sites(path: tuple, module: nnx.Module) -> bool:
+    if not path or not isinstance(path[-1], int) or path[0] not in _LISTS:
+        return False
+    return len(path) == (3 if path[0] == "stages" else 2)
+
+
+def inject_spottune(
+    model: nnx.Module,
+    *,
+    where: Callable | str | Sequence[str] | None = None,
+    policy: nnx.Module | str = "per_sample",
+    in_channels: int = 3,
+    temperature: float = 5.0,
+    seed: int = 0,
+) -> SpotTune:
+    """A :class:`SpotTune` model on a copy of ``model`` (unchanged): each selected block routed between its frozen
+    pre-trained copy and a fine-tuned copy.
+
+    Args:
+        model: an NNX model whose blocks take and return arrays of one shape (residual CNN, EfficientNet-Lite,
+            ViTs, MiniLM's layers).
+        where: the blocks; default every item of the model's ``blocks``, ``stages.i`` or ``layers`` lists; or glob
+            patterns / a predicate as for the other strategies.
+        policy: ``"per_sample"`` (a :class:`ConvPolicy` on images with ``in_channels``), ``"global"`` (a
+            :class:`GlobalPolicy`), or any module mapping the input to (n, blocks, 2) logits.
+        temperature: of the Gumbel-softmax (5, as published).
+        seed: the policy's initialisation and the Gumbel noise stream.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxtransfer.models import CNN
+        >>> model = inject_spottune(CNN(3, 8, 2, 5, rngs=nnx.Rngs(0)))
+        >>> model.num_blocks, model(jnp.ones((4, 16, 16, 3))).shape
+        (2, (4, 5))
+    """
+    model = nnx.clone(model)
+    sites = require_sites(model, where, (nnx.Module,), _default_sites, "block")
+    if any(isinstance(m, RoutedBlock) for _, m in sites):
+        raise ValueError("the model is already routed by SpotTune.")
+    for i, (path, block) in enumerate(sites):
+        replace_module(model, path, RoutedBlock(block, i))
+    n = len(sites)
+    if policy == "per_sample":
+        policy = ConvPolicy(in_channels, n, rngs=nnx.Rngs(seed))
+    elif policy == "global":
+        policy = GlobalPolicy(n)
+    elif not isinstance(policy, nnx.Module):
+        raise ValueError(f"policy must be 'per_sample', 'global' or an nnx.Module; got {policy!r}.")
+    return SpotTune(model, policy, n, temperature, seed)
+
+
+def spottune_budget_penalty(model: SpotTune, k: float) -> jax.Array:
+    """The global variant's budget: (sum_b p_b - k)^2 with p_b = softmax(logits_b)_1 the probability of fine-tuning
+    block b. Pass ``weight * spottune_budget_penalty(model, k)`` as ``finetune(regularizer=)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxtransfer.models import CNN
+        >>> model = inject_spottune(CNN(3, 8, 4, 5, rngs=nnx.Rngs(0)), policy="global")
+        >>> float(spottune_budget_penalty(model, k=1))  # zero logits: p_b = 1/2, (4 / 2 - 1)^2
+        1.0
+    """
+    if not isinstance(model, SpotTune) or not isinstance(model.policy, GlobalPolicy):
+        raise ValueError("the budget penalty needs a SpotTune model with policy='global'.")
+    if not 0 <= k <= model.num_blocks:
+        raise ValueError(f"k must lie in [0, {model.num_blocks}] (the routed blocks); got {k!r}.")
+    p = jax.nn.softmax(model.policy.logits[...], axis=-1)[:, 1]
+    return jnp.square(jnp.sum(p) - k)
+
+
+def merge_spottune(model: SpotTune) -> nnx.Module:
+    """The global variant folded into the plain architecture: each routed block replaced by the copy its learned
+    logits choose (the frozen one with its variables ``nnx.Param`` again). Outputs equal the routed model's in eval
+    mode; nothing is left of the policy.
+
+    Raises:
+        ValueError: a per-sample policy (its choice depends on the input and cannot be folded).
+    """
+    if not isinstance(model, SpotTune):
+        raise ValueError(f"merge_spottune takes a SpotTune model; got {type(model).__name__}.")
+    if not isinstance(model.policy, GlobalPolicy):
+        raise ValueError("only the global SpotTune policy can be merged; a per-sample policy depends on the input.")
+    choice = jnp.argmax(model.policy.logits[...], axis=-1)
+    out = nnx.clone(model.model)
+    for path, block in [(p, m) for p, m in nnx.iter_modules(out) if isinstance(m, RoutedBlock)]:
+        chosen = block.tuned if int(choice[block.index]) == 1 else _retype(block.frozen, FrozenParam, nnx.Param)
+        replace_module(out, path, chosen)
+    out.eval()
+    return out
