@@ -20,6 +20,7 @@ from jaxtransfer.finetune._adapter_files import (
     load_adapter,
     save_adapter,
 )
+from jaxtransfer.finetune._b_tuning import b_tuning, b_tuning_penalty, b_tuning_teacher_weights
 from jaxtransfer.finetune._batch_stats import batch_stats_fn, has_batch_norm, merged_model, recompute_batch_stats
 from jaxtransfer.finetune._glue import accuracy, apply_fn, predict
 from jaxtransfer.finetune._ia3 import IA3Adapted, IA3Param, ia3_sites, inject_ia3, merge_ia3
@@ -88,6 +89,9 @@ __all__ = [
     "adapter_config",
     "adapter_sites",
     "apply_fn",
+    "b_tuning",
+    "b_tuning_penalty",
+    "b_tuning_teacher_weights",
     "batch_stats_fn",
     "bss_penalty",
     "co_tuning_loss",
