@@ -62,6 +62,17 @@ from jaxtransfer.finetune._strategy import (
 from jaxtransfer.finetune._surgery import HEAD, is_head, path_str, replace_module, select_modules
 from jaxtransfer.finetune._train import evaluate, finetune
 from jaxtransfer.finetune._transforms import compose, cutmix, mixup, random_flip, random_resized_crop, token_dropout
+from jaxtransfer.finetune._transtailor import (
+    FilterGroup,
+    TailorScale,
+    TailorScaled,
+    filter_groups,
+    fold_tailor_scales,
+    inject_tailor_scales,
+    prune_filters,
+    tailor_importance,
+    transtailor,
+)
 from jaxtransfer.finetune._vpt import inject_vpt
 
 __all__ = [
@@ -74,6 +85,7 @@ __all__ = [
     "AdapterAdapted",
     "AdapterParam",
     "ConvPolicy",
+    "FilterGroup",
     "FrozenParam",
     "GlobalPolicy",
     "IA3Adapted",
@@ -85,6 +97,8 @@ __all__ = [
     "SSFParam",
     "SpotTune",
     "Strategy",
+    "TailorScale",
+    "TailorScaled",
     "accuracy",
     "adapter_config",
     "adapter_sites",
@@ -102,7 +116,9 @@ __all__ = [
     "delta_channel_weights",
     "delta_penalty",
     "evaluate",
+    "filter_groups",
     "finetune",
+    "fold_tailor_scales",
     "get_strategy",
     "gumbel_softmax_st",
     "has_batch_norm",
@@ -113,6 +129,7 @@ __all__ = [
     "inject_recorded",
     "inject_spottune",
     "inject_ssf",
+    "inject_tailor_scales",
     "inject_vpt",
     "injected_adapters",
     "is_head",
@@ -132,6 +149,7 @@ __all__ = [
     "per_example_loss",
     "predict",
     "print_trainable",
+    "prune_filters",
     "random_flip",
     "random_resized_crop",
     "recompute_batch_stats",
@@ -142,9 +160,11 @@ __all__ = [
     "select_modules",
     "spottune_budget_penalty",
     "ssf_sites",
+    "tailor_importance",
     "token_dropout",
     "top_k_accuracy",
     "trainable_filter",
+    "transtailor",
     "unmerge_lora",
 ]
 
