@@ -24,6 +24,7 @@ from jaxtransfer.finetune._b_tuning import b_tuning, b_tuning_penalty, b_tuning_
 from jaxtransfer.finetune._batch_stats import batch_stats_fn, has_batch_norm, merged_model, recompute_batch_stats
 from jaxtransfer.finetune._glue import accuracy, apply_fn, predict
 from jaxtransfer.finetune._ia3 import IA3Adapted, IA3Param, ia3_sites, inject_ia3, merge_ia3
+from jaxtransfer.finetune._l2t_ww import L2TWW, l2t_ww, weighted_feature_matching
 from jaxtransfer.finetune._lora import LoRAAdapted, inject_lora, lora_sites, merge_lora, unmerge_lora
 from jaxtransfer.finetune._losses import TASKS, mean_average_precision, per_example_loss, top_k_accuracy
 from jaxtransfer.finetune._optim import learning_rate_schedule
@@ -78,6 +79,7 @@ from jaxtransfer.finetune._vpt import inject_vpt
 __all__ = [
     "HEAD",
     "HEAD_PARAMS",
+    "L2TWW",
     "SSF",
     "STRATEGIES",
     "TASKS",
@@ -135,6 +137,7 @@ __all__ = [
     "is_head",
     "l2_sp",
     "l2_sp_penalty",
+    "l2t_ww",
     "learning_rate_schedule",
     "load_adapter",
     "lora_sites",
@@ -166,6 +169,7 @@ __all__ = [
     "trainable_filter",
     "transtailor",
     "unmerge_lora",
+    "weighted_feature_matching",
 ]
 
 # A strategy added as a new file registers itself on import.

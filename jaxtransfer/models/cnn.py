@@ -51,11 +51,17 @@ class CNN(nnx.Module):
         self.blocks = nnx.List([_Block(channels, norm=norm, rngs=rngs) for _ in range(depth)])
         self.head = nnx.Linear(channels, num_outputs, rngs=rngs)
 
+    def feature_maps(self, x: jax.Array) -> dict[str, jax.Array]:
+        """The stem's and every block's output map ``{"stem": (n, H, W, channels), "block1": ...}``."""
+        h = jax.nn.gelu(self.stem_norm(self.stem(x)))
+        maps = {"stem": h}
+        for i, block in enumerate(self.blocks):
+            h = block(h)
+            maps[f"block{i + 1}"] = h
+        return maps
+
     def features(self, x: jax.Array) -> jax.Array:
-        x = jax.nn.gelu(self.stem_norm(self.stem(x)))
-        for block in self.blocks:
-            x = block(x)
-        return jnp.mean(x, axis=(1, 2))
+        return jnp.mean(list(self.feature_maps(x).values())[-1], axis=(1, 2))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.head(self.features(x))
