@@ -23,6 +23,7 @@ from jaxtransfer.finetune._adapter_files import (
 from jaxtransfer.finetune._b_tuning import b_tuning, b_tuning_penalty, b_tuning_teacher_weights
 from jaxtransfer.finetune._batch_stats import batch_stats_fn, has_batch_norm, merged_model, recompute_batch_stats
 from jaxtransfer.finetune._glue import accuracy, apply_fn, predict
+from jaxtransfer.finetune._hybrid import HybridTeacherStudent, hybrid_regularizer, inject_hybrid, merge_hybrid
 from jaxtransfer.finetune._ia3 import IA3Adapted, IA3Param, ia3_sites, inject_ia3, merge_ia3
 from jaxtransfer.finetune._l2t_ww import L2TWW, l2t_ww, weighted_feature_matching
 from jaxtransfer.finetune._lora import LoRAAdapted, inject_lora, lora_sites, merge_lora, unmerge_lora
@@ -37,12 +38,11 @@ from jaxtransfer.finetune._regularizers import (
     l2_sp,
     l2_sp_penalty,
 )
+from jaxtransfer.finetune._routing import FrozenParam, RoutedBlock, route_blocks, routing
 from jaxtransfer.finetune._rules import Rule, rule_for
 from jaxtransfer.finetune._spottune import (
     ConvPolicy,
-    FrozenParam,
     GlobalPolicy,
-    RoutedBlock,
     SpotTune,
     gumbel_softmax_st,
     inject_spottune,
@@ -90,6 +90,7 @@ __all__ = [
     "FilterGroup",
     "FrozenParam",
     "GlobalPolicy",
+    "HybridTeacherStudent",
     "IA3Adapted",
     "IA3Param",
     "LoRAAdapted",
@@ -124,8 +125,10 @@ __all__ = [
     "get_strategy",
     "gumbel_softmax_st",
     "has_batch_norm",
+    "hybrid_regularizer",
     "ia3_sites",
     "inject_adapter",
+    "inject_hybrid",
     "inject_ia3",
     "inject_lora",
     "inject_recorded",
@@ -142,6 +145,7 @@ __all__ = [
     "load_adapter",
     "lora_sites",
     "mean_average_precision",
+    "merge_hybrid",
     "merge_ia3",
     "merge_lora",
     "merge_spottune",
@@ -158,6 +162,8 @@ __all__ = [
     "recompute_batch_stats",
     "register_strategy",
     "replace_module",
+    "route_blocks",
+    "routing",
     "rule_for",
     "save_adapter",
     "select_modules",

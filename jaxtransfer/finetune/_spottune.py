@@ -27,34 +27,23 @@ fine-tuning.
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxtransfer.finetune._surgery import replace_module, require_sites
+from jaxtransfer.finetune._routing import collapse_routed, route_blocks, routing, unfreeze
 
 __all__ = [
     "ConvPolicy",
-    "FrozenParam",
     "GlobalPolicy",
-    "RoutedBlock",
     "SpotTune",
     "gumbel_softmax_st",
     "inject_spottune",
     "merge_spottune",
     "spottune_budget_penalty",
 ]
-
-_GATES: contextvars.ContextVar = contextvars.ContextVar("spottune_gates", default=None)
-_LISTS = ("blocks", "layers", "stages")
-
-
-class FrozenParam(nnx.Variable):
-    """A pre-trained weight that never trains (not an ``nnx.Param``): the frozen copies of SpotTune and the
-    teachers of the survey methods."""
 
 
 def gumbel_softmax_st(logits: jax.Array, key: jax.Array | None, temperature: float = 5.0) -> jax.Array:
@@ -75,39 +64,6 @@ def gumbel_softmax_st(logits: jax.Array, key: jax.Array | None, temperature: flo
     soft = jax.nn.softmax(z / temperature, axis=-1)
     hard = jax.nn.one_hot(jnp.argmax(soft, axis=-1), logits.shape[-1], dtype=soft.dtype)
     return hard + (soft - jax.lax.stop_gradient(soft))  # exactly one-hot: soft - soft is 0
-
-
-def _retype(module: nnx.Module, old: type, new: type) -> nnx.Module:
-    """A copy of ``module`` whose variables of type ``old`` are of type ``new`` (same values)."""
-    copy = nnx.clone(module)
-    for path, node in list(nnx.iter_graph(copy)):
-        if path and isinstance(node, nnx.Variable) and isinstance(node, old):
-            replace_module(copy, path, new(node.get_value()))
-    return copy
-
-
-class RoutedBlock(nnx.Module):
-    """A block and its frozen twin; the output mixes them with the current sample's gate (see :class:`SpotTune`).
-
-    Only callable inside a :class:`SpotTune` forward pass, which sets the gates (n, blocks, 2).
-    """
-
-    def __init__(self, block: nnx.Module, index: int):
-        self.frozen = _retype(block, nnx.Param, FrozenParam)
-        self.frozen.eval()
-        self.tuned = block
-        self.index = index
-
-    def __call__(self, h, *args, **kwargs):
-        gates = _GATES.get()
-        if gates is None:
-            raise RuntimeError("a SpotTune RoutedBlock runs only inside SpotTune.__call__ (which sets the gates).")
-        self.frozen.eval()  # the frozen copy is always in inference mode, whatever model.train() set
-        a = self.frozen(h, *args, **kwargs)
-        b = self.tuned(h, *args, **kwargs)
-        g = gates[:, self.index].astype(b.dtype)  # (n, 2): (frozen, tuned)
-        shape = (g.shape[0],) + (1,) * (b.ndim - 1)
-        return g[:, 0].reshape(shape) * a + g[:, 1].reshape(shape) * b
 
 
 class ConvPolicy(nnx.Module):
@@ -178,24 +134,13 @@ class SpotTune(nnx.Module):
         """(n, blocks) int: 1 where the sample is routed through the fine-tuned copy (the argmax, no noise)."""
         return jnp.argmax(self.policy(x), axis=-1)
 
-    def _routed(self, fn: Callable, x: jax.Array) -> jax.Array:
-        token = _GATES.set(self.gates(x))
-        try:
-            return fn(x)
-        finally:
-            _GATES.reset(token)
-
     def features(self, x: jax.Array) -> jax.Array:
-        return self._routed(self.model.features, x)
+        with routing(self.gates(x)):
+            return self.model.features(x)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self._routed(self.model, x)
-
-
-def _default_sites(path: tuple, module: nnx.Module) -> bool:
-    if not path or not isinstance(path[-1], int) or path[0] not in _LISTS:
-        return False
-    return len(path) == (3 if path[0] == "stages" else 2)
+        with routing(self.gates(x)):
+            return self.model(x)
 
 
 def inject_spottune(
@@ -228,13 +173,7 @@ def inject_spottune(
         >>> model.num_blocks, model(jnp.ones((4, 16, 16, 3))).shape
         (2, (4, 5))
     """
-    model = nnx.clone(model)
-    sites = require_sites(model, where, (nnx.Module,), _default_sites, "block")
-    if any(isinstance(m, RoutedBlock) for _, m in sites):
-        raise ValueError("the model is already routed by SpotTune.")
-    for i, (path, block) in enumerate(sites):
-        replace_module(model, path, RoutedBlock(block, i))
-    n = len(sites)
+    model, n = route_blocks(model, where)
     if policy == "per_sample":
         policy = ConvPolicy(in_channels, n, rngs=nnx.Rngs(seed))
     elif policy == "global":
@@ -276,10 +215,5 @@ def merge_spottune(model: SpotTune) -> nnx.Module:
         raise ValueError(f"merge_spottune takes a SpotTune model; got {type(model).__name__}.")
     if not isinstance(model.policy, GlobalPolicy):
         raise ValueError("only the global SpotTune policy can be merged; a per-sample policy depends on the input.")
-    choice = jnp.argmax(model.policy.logits[...], axis=-1)
-    out = nnx.clone(model.model)
-    for path, block in [(p, m) for p, m in nnx.iter_modules(out) if isinstance(m, RoutedBlock)]:
-        chosen = block.tuned if int(choice[block.index]) == 1 else _retype(block.frozen, FrozenParam, nnx.Param)
-        replace_module(out, path, chosen)
-    out.eval()
-    return out
+    choice = [int(c) for c in jnp.argmax(model.policy.logits[...], axis=-1)]
+    return collapse_routed(model.model, lambda block: block.tuned if choice[block.index] else unfreeze(block.frozen))

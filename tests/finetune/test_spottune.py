@@ -187,7 +187,7 @@ def test_bad_use_is_refused():
         spottune_budget_penalty(routed, 1)
     with pytest.raises(ValueError, match=r"k must lie in \[0, 3\]"):
         spottune_budget_penalty(inject_spottune(_cnn(), policy="global"), 4)
-    with pytest.raises(RuntimeError, match="only inside SpotTune"):
+    with pytest.raises(RuntimeError, match="routed forward pass"):
         routed.model(X)
     with pytest.raises(ValueError, match="already routed"):
         inject_spottune(routed.model)
