@@ -12,6 +12,7 @@ import importlib as _importlib
 import pkgutil as _pkgutil
 
 from jaxtransfer.finetune import _bitfit, _full, _linear_probe  # noqa: F401  (they only register a strategy)
+from jaxtransfer.finetune._adafilter import AdaFilter, GatedLayer, inject_adafilter, straight_through_step
 from jaxtransfer.finetune._adapter import Adapter, AdapterAdapted, AdapterParam, adapter_sites, inject_adapter
 from jaxtransfer.finetune._adapter_files import (
     adapter_config,
@@ -83,12 +84,14 @@ __all__ = [
     "SSF",
     "STRATEGIES",
     "TASKS",
+    "AdaFilter",
     "Adapter",
     "AdapterAdapted",
     "AdapterParam",
     "ConvPolicy",
     "FilterGroup",
     "FrozenParam",
+    "GatedLayer",
     "GlobalPolicy",
     "HybridTeacherStudent",
     "IA3Adapted",
@@ -127,6 +130,7 @@ __all__ = [
     "has_batch_norm",
     "hybrid_regularizer",
     "ia3_sites",
+    "inject_adafilter",
     "inject_adapter",
     "inject_hybrid",
     "inject_ia3",
@@ -169,6 +173,7 @@ __all__ = [
     "select_modules",
     "spottune_budget_penalty",
     "ssf_sites",
+    "straight_through_step",
     "tailor_importance",
     "token_dropout",
     "top_k_accuracy",

@@ -20,7 +20,7 @@ from flax import nnx
 
 from jaxtransfer.finetune._surgery import replace_module, require_sites
 
-__all__ = ["FrozenParam", "RoutedBlock", "collapse_routed", "is_block", "route_blocks", "routing", "unfreeze"]
+__all__ = ["FrozenParam", "RoutedBlock", "collapse_routed", "freeze", "is_block", "route_blocks", "routing", "unfreeze"]
 
 _GATES: contextvars.ContextVar = contextvars.ContextVar("routing_gates", default=None)
 _LISTS = ("blocks", "layers", "stages")
@@ -37,6 +37,13 @@ def _retype(module: nnx.Module, old: type, new: type) -> nnx.Module:
         if path and isinstance(node, nnx.Variable) and isinstance(node, old):
             replace_module(copy, path, new(node.get_value()))
     return copy
+
+
+def freeze(module: nnx.Module) -> nnx.Module:
+    """A frozen twin: a copy of ``module`` in inference mode with its ``nnx.Param`` variables :class:`FrozenParam`."""
+    twin = _retype(module, nnx.Param, FrozenParam)
+    twin.eval()
+    return twin
 
 
 def unfreeze(module: nnx.Module) -> nnx.Module:
@@ -58,8 +65,7 @@ class RoutedBlock(nnx.Module):
     """A block (``tuned``) and its frozen pre-trained twin (``frozen``), routed by the enclosing :func:`routing`."""
 
     def __init__(self, block: nnx.Module, index: int):
-        self.frozen = _retype(block, nnx.Param, FrozenParam)
-        self.frozen.eval()
+        self.frozen = freeze(block)
         self.tuned = block
         self.index = index
 

@@ -21,7 +21,7 @@ from jaxtransfer.finetune import (
     merge_spottune,
     spottune_budget_penalty,
 )
-from jaxtransfer.models import CNN, EfficientNetLite, TinyViT
+from jaxtransfer.models import CNN, EfficientNetLite, LiteConfig, TinyViT
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(16, 16, 16, 3)).astype(np.float32)
@@ -115,9 +115,9 @@ def test_extreme_policies_reproduce_the_pretrained_and_the_finetuned_network(bui
 
 
 def test_efficientnet_lite_blocks_are_routed():
-    base = EfficientNetLite("efficientnet-lite0", num_outputs=4, rngs=nnx.Rngs(0))
+    base = EfficientNetLite(LiteConfig(0.25, 0.3, 32), num_outputs=4, rngs=nnx.Rngs(0))  # the layout, small
     routed = inject_spottune(base)
-    assert routed.num_blocks == sum(len(s) for s in base.stages) == 16
+    assert routed.num_blocks == sum(len(s) for s in base.stages) == 8
     x = X[:2, :, :, :] * 0.5
     base.eval()
     np.testing.assert_allclose(np.asarray(_run(_forced(routed, 0), x)), np.asarray(_run(base, x)), atol=1e-5)

@@ -22,7 +22,7 @@ from jaxtransfer.finetune import (
     tailor_importance,
     transtailor,
 )
-from jaxtransfer.models import CNN, MLP, EfficientNetLite, ResNet50Half, TinyViT
+from jaxtransfer.models import CNN, MLP, EfficientNetLite, LiteConfig, ResNet50Half, TinyViT
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(16, 16, 16, 3)).astype(np.float32)
@@ -109,11 +109,13 @@ def test_pruned_equals_masked_and_counts_fall_as_stated(build):
 
 def test_bottleneck_chains_and_inverted_bottlenecks_prune_exactly():
     x = X[:2] * 0.5
-    lite = EfficientNetLite("efficientnet-lite0", num_outputs=3, rngs=nnx.Rngs(0))
+    lite = EfficientNetLite(LiteConfig(0.25, 0.3, 32), num_outputs=3, rngs=nnx.Rngs(0))  # the layout, small
     for model in (ResNet50Half(num_outputs=3, rngs=nnx.Rngs(0)), lite):
         model.eval()
         groups = filter_groups(model)
-        assert len(groups) == (32 if isinstance(model, ResNet50Half) else 15)  # 16 bottlenecks x 2; expand != 1
+        assert len(groups) == (
+            32 if isinstance(model, ResNet50Half) else 7
+        )  # 16 bottlenecks x 2; 8 blocks, expand != 1
         scaled = inject_tailor_scales(model)
         keep = _random_keep(scaled, seed=1)
         pruned = fold_tailor_scales(prune_filters(scaled, keep))
