@@ -22,11 +22,13 @@ every method (a fair comparison: with 10 images per class, adapting them is nois
 
     python -m bench.survey_methods                  # the default sizes; bench/results/survey_methods.json
     python -m bench.survey_methods --per-class 10 --seeds 0 --methods plain SpotTune --out survey_subset
+    python -m bench.survey_methods --combine survey_s0 survey_s1 survey_s2 --out survey_methods   # merge runs
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
@@ -36,7 +38,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from bench._common import save, time_call
+from bench._common import RESULTS, save, time_call
 from jaxtransfer.data import efficientnet_preprocess, mnist_5k
 from jaxtransfer.finetune import (
     b_tuning,
@@ -171,7 +173,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--out", default="survey_methods", help="results file name in bench/results/")
+    parser.add_argument("--combine", nargs="+", metavar="NAME", help="merge these results files into --out; no runs")
     args = parser.parse_args()
+    if args.combine:
+        return combine(args.combine, args.out)
     teachers = []
     if "B-Tuning" in args.methods:
         for name in ("efficientnet-lite1", "efficientnet-lite2"):
@@ -187,24 +192,58 @@ def main() -> None:
                 r = run_method(name, base, train, test, lr=args.lr, epochs=args.epochs, seed=seed, teachers=teachers)
                 results.setdefault(str(per_class), {}).setdefault(name, []).append({"seed": seed, **r})
                 print(f"{per_class:>3}/class seed {seed} {name:<12} acc {r['accuracy']:.4f}  {r['seconds']:7.1f} s")
+    config = {k: v for k, v in vars(args).items() if k != "combine"}
+    config.update(backbone="efficientnet-lite0", test_per_class=TEST_PER_CLASS, batch_size=10)
+    _report(results, config, args.out)
+
+
+def _report(results: dict, config: dict, out: str) -> None:
     summary = {
         pc: {
             m: {
                 "mean": statistics.mean(a := [r["accuracy"] for r in runs]),
                 "std": statistics.stdev(a) if len(a) > 1 else 0.0,
                 "seconds_mean": statistics.mean(r["seconds"] for r in runs),
+                "seeds": [r["seed"] for r in runs],
             }
             for m, runs in by_method.items()
         }
         for pc, by_method in results.items()
     }
     for pc, by_method in summary.items():
-        print(f"\n{pc} labelled images per class, seeds {args.seeds}:")
+        print(f"\n{pc} labelled images per class:")
         for m, s in by_method.items():
-            print(f"  {m:<12} {s['mean']:.4f} +- {s['std']:.4f}   {s['seconds_mean']:7.1f} s")
-    config = {k: v for k, v in vars(args).items()}
-    config.update(backbone="efficientnet-lite0", test_per_class=TEST_PER_CLASS, batch_size=10)
-    print(f"saved {save(args.out, {'config': config, 'summary': summary, 'runs': results})}")
+            print(f"  {m:<12} {s['mean']:.4f} +- {s['std']:.4f}   {s['seconds_mean']:7.1f} s   seeds {s['seeds']}")
+    print(f"saved {save(out, {'config': config, 'summary': summary, 'runs': results})}")
+
+
+def combine(names: list[str], out: str) -> None:
+    """Merge the runs of several results files (one process per seed keeps XLA's memory in bounds) into ``out``.
+
+    The runs must share image size, epochs and rate; a (per-class, method, seed) run found twice is an error.
+    """
+    results: dict = {}
+    configs = [json.loads((RESULTS / f"{n}.json").read_text()) for n in names]
+    keys = ("image_size", "epochs", "lr", "backbone", "test_per_class", "batch_size")
+    first = {k: configs[0]["config"][k] for k in keys}
+    for name, payload in zip(names, configs):
+        if {k: payload["config"][k] for k in keys} != first:
+            raise ValueError(f"{name} was run with other settings than {names[0]}; not merging them.")
+        for pc, by_method in payload["runs"].items():
+            for m, runs in by_method.items():
+                merged = results.setdefault(pc, {}).setdefault(m, [])
+                for r in runs:
+                    if any(q["seed"] == r["seed"] for q in merged):
+                        raise ValueError(f"{pc}/class {m} seed {r['seed']} appears in more than one file.")
+                    merged.append(r)
+    for by_method in results.values():
+        for runs in by_method.values():
+            runs.sort(key=lambda r: r["seed"])
+    per_class = sorted({int(pc) for pc in results})
+    seeds = sorted({r["seed"] for bm in results.values() for runs in bm.values() for r in runs})
+    methods = [m for m in METHODS if any(m in bm for bm in results.values())]
+    config = {**first, "per_class": per_class, "seeds": seeds, "methods": methods, "out": out, "merged_from": names}
+    _report(results, config, out)
 
 
 if __name__ == "__main__":
