@@ -226,7 +226,7 @@ def combine(names: list[str], out: str) -> None:
     configs = [json.loads((RESULTS / f"{n}.json").read_text()) for n in names]
     keys = ("image_size", "epochs", "lr", "backbone", "test_per_class", "batch_size")
     first = {k: configs[0]["config"][k] for k in keys}
-    for name, payload in zip(names, configs):
+    for name, payload in zip(names, configs, strict=True):
         if {k: payload["config"][k] for k in keys} != first:
             raise ValueError(f"{name} was run with other settings than {names[0]}; not merging them.")
         for pc, by_method in payload["runs"].items():
@@ -243,6 +243,9 @@ def combine(names: list[str], out: str) -> None:
     seeds = sorted({r["seed"] for bm in results.values() for runs in bm.values() for r in runs})
     methods = [m for m in METHODS if any(m in bm for bm in results.values())]
     config = {**first, "per_class": per_class, "seeds": seeds, "methods": methods, "out": out, "merged_from": names}
+    notes = {n: p["note"] for n, p in zip(names, configs, strict=True) if "note" in p}
+    if notes:
+        config["notes"] = notes
     _report(results, config, out)
 
 

@@ -22,8 +22,9 @@ class MistakeOverlap:
     Attributes:
         names: the models, in input order.
         errors: name -> number of misclassified examples.
-        pairs: (a, b) -> {"both_wrong", "only_a", "only_b", "both_right": counts, "jaccard": |E_a & E_b| /
-            |E_a | E_b| (1 when neither errs)}, for every a before b in ``names``.
+        pairs: (a, b) -> {"both_wrong", "only_a", "only_b", "both_right": counts, "jaccard": the size of the
+            intersection of the error sets over that of their union (1 when neither errs)}, for every a before b
+            in ``names``.
         examples: (a, b) -> {"both_wrong", "only_a", "only_b": up to ``examples`` example indices each}.
 
     Example:

@@ -43,7 +43,7 @@ def x64():
 # run under strict promotion (its int32 step counters meet Python floats), so the tests of what trains with it --
 # the trainer, the models, the experiments -- run under standard promotion (learned_soup switches to standard
 # promotion for its optax steps itself).
-_STANDARD_PROMOTION = {"finetune", "models", "experiments", "test_finetune.py", "test_files.py", "test_readme.py"}
+_STANDARD_PROMOTION = {"finetune", "models", "experiments", "test_finetune.py", "test_files.py", "test_docs.py"}
 
 
 @pytest.fixture(autouse=True)

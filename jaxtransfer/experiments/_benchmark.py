@@ -59,7 +59,8 @@ def score_features(
     """Every score of one candidate on labelled target data.
 
     Returns:
-        ``{"scores": {name: value}, "seconds": {name: s}, "extract_seconds": s, "dim": D, "errors": {name: msg}}``;
+        A dict with ``scores`` (``{name: value}``), ``seconds`` (``{name: s}``), ``extract_seconds``, ``dim`` (D)
+        and ``errors`` (``{name: message}``);
         the extraction (one batched, jitted pass giving the features and the source head's softmax) is timed once.
         A score that raises on this model is NaN in ``scores`` and its message is in ``errors``; so is a score that
         reads source-class probabilities when the candidate has no source head (``source_head=False``).
@@ -119,8 +120,8 @@ def finetune_accuracy(
     hundred target images, adapting them gave ImageNet backbones a much worse (and unrepresentative) accuracy.
 
     Returns:
-        ``{"accuracy": best val accuracy, "test_accuracy": test accuracy of that run, "learning_rate": its lr,
-        "grid": {lr: val accuracy}, "seconds": wall time of all runs}``.
+        A dict with ``accuracy`` (the best validation accuracy), ``test_accuracy`` (the test accuracy of that run),
+        ``learning_rate`` (its rate), ``grid`` (``{lr: val accuracy}``) and ``seconds`` (the wall time of all runs).
 
     Example:
         >>> from flax import nnx
@@ -196,10 +197,11 @@ def model_selection(
     """Runs the whole experiment (see the module docstring) and returns a JSON-ready report.
 
     Returns:
-        ``{"targets": {target: {"candidates": {name: {"ground_truth": ..., "scores": ..., "seconds": ...,
-        "extract_seconds": ..., "dim": ...}}, "agreement": {score: {"weighted_tau", "pick", "top1",
-        "relative_accuracy"}}, "finetune_seconds": total, "score_seconds": {score: features + score total},
-        "speedup": {score: finetune / score seconds}}}, "summary": {score: means over targets}}``.
+        A dict with ``targets`` and ``summary``. ``targets[target]`` holds ``candidates`` (per model its
+        ``ground_truth``, ``scores``, ``seconds``, ``extract_seconds`` and ``dim``), ``agreement`` (per score its
+        ``weighted_tau``, ``pick``, ``top1`` and ``relative_accuracy``), ``finetune_seconds`` (the total),
+        ``score_seconds`` (per score, features plus score) and ``speedup`` (per score, fine-tuning over scoring
+        seconds); ``summary`` holds per score the means over the targets.
 
     Example (two models, one fine-tuning epoch: the pipeline at toy size):
         >>> from flax import nnx

@@ -10,7 +10,7 @@ TransTailor puts a scale alpha_c in front of the consumer, y = consumer(alpha * 
 
 1. trains alpha on the target with every weight frozen (alpha starts at 1);
 2. scores each filter by the first-order Taylor estimate of the loss change when it is removed,
-   Theta_c = |dL/d alpha_c * alpha_c| (averaged over the target data), normalised per group by its L2 norm
+   Theta_c = ``|dL/d alpha_c * alpha_c|`` (averaged over the target data), normalised per group by its L2 norm
    Theta_c / ||Theta_group||_2, and ranks all filters globally;
 3. removes the lowest ones *physically* (fewer channels, fewer parameters and FLOPs, not a mask);
 4. importance-aware fine-tuning: alpha is folded into the consumer's weights (W_c <- alpha_c W_c) and the pruned
@@ -163,7 +163,7 @@ def _scaled_sites(model) -> list[tuple[tuple, TailorScaled]]:
 def tailor_importance(
     model: nnx.Module, x, y, *, task="classification", batch_size: int = 256
 ) -> dict[str, np.ndarray]:
-    """Theta_c = |dL/d alpha_c * alpha_c| per filter of each scaled consumer, with dL/d alpha the gradient of the
+    """Theta_c = ``|dL/d alpha_c * alpha_c|`` per filter of each scaled consumer, with dL/d alpha the gradient of the
     mean loss over ``(x, y)`` (accumulated over batches of ``batch_size``; eval mode).
 
     Returns:

@@ -7,7 +7,7 @@ of H first. When the Krylov space is exhausted (an exact invariant subspace: the
 vector is a fresh random one orthogonal to Q and T decouples, so the Ritz values stay eigenvalues of H (no spurious
 zeros). With m = P the result is the whole spectrum, exact to rounding.
 
-Li et al. ("Visualizing the loss landscape", 2018) map |lambda_min / lambda_max| over a plane: near 0 where the
+Li et al. ("Visualizing the loss landscape", 2018) map ``|lambda_min / lambda_max|`` over a plane: near 0 where the
 surface is convex, large where negative curvature dominates.
 """
 
@@ -212,7 +212,7 @@ def hessian_eigenvalue_plane(
     progress: bool | None = None,
 ) -> Plane:
     """The Hessian's extreme eigenvalues at every point of a plane (as :func:`plane`), and the ratio
-    |lambda_min| / |lambda_max| that Li et al. map: ``Plane.metrics`` holds ``loss``, ``min_eigenvalue``,
+    ``|lambda_min| / |lambda_max|`` that Li et al. map: ``Plane.metrics`` holds ``loss``, ``min_eigenvalue``,
     ``max_eigenvalue`` and ``ratio``, each (A, B). Each point costs ``num_iterations`` Hessian-vector products;
     ``chunk`` points are evaluated at once (memory: chunk x num_iterations x P).
 

@@ -137,8 +137,9 @@ class ViTSmall(nnx.Module):
     Methods take ``x``: (n, H, W, 3) images normalised with the ImageNet statistics, H and W multiples of the patch.
     VPT prompt tokens (``prompts``, see ``jaxtransfer.models.Prompts``) go right after the class token.
 
-    Example (shapes only, with ``nnx.eval_shape``; ``jaxtransfer.models.load("vit-s14-saliency")`` gives the
-    shipped weights):
+    ``jaxtransfer.models.load("vit-s14-saliency")`` gives the shipped weights.
+
+    Example (shapes only, with ``nnx.eval_shape``):
         >>> import jax.numpy as jnp
         >>> from flax import nnx
         >>> model = nnx.eval_shape(lambda: ViTSmall(num_outputs=10, rngs=nnx.Rngs(0)))

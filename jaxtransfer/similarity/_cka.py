@@ -112,7 +112,7 @@ def cka(
     Args:
         x: (n, p), y: (n, q) features.
         kernel: ``"linear"`` (invariant to orthogonal maps and isotropic scaling, not to arbitrary invertible maps)
-            or ``"rbf"`` with sigma^2 = ``sigma_fraction``^2 x the median squared pairwise distance.
+            or ``"rbf"`` with sigma^2 = ``sigma_fraction ** 2`` x the median squared pairwise distance.
         bandwidth: over which pairs that median runs: ``"reference"`` (all n^2, diagonal zeros included, as the
             authors' code) or ``"off-diagonal"`` (i != j).
         debiased: use the unbiased HSIC_1 (Song et al., 2012); needs n >= 4.

