@@ -41,14 +41,23 @@ def wants_progress(progress: bool | None, count: int, threshold: int = 5) -> boo
     return bool(progress) if progress is not None else count > threshold
 
 
-def progress_bar(iterable: Iterable | None = None, *, enabled: bool, desc: str, unit: str, total: int | None = None):
+def progress_bar(
+    iterable: Iterable | None = None,
+    *,
+    enabled: bool,
+    desc: str,
+    unit: str,
+    total: int | None = None,
+    delay: float = 0.0,
+):
     """``tqdm.auto.tqdm(iterable, ...)`` if ``enabled`` and tqdm is installed, else a silent stand-in with the same
-    ``update`` / ``set_postfix`` / ``close`` methods (iterating it yields ``iterable`` unchanged)."""
+    ``update`` / ``set_postfix`` / ``close`` methods (iterating it yields ``iterable`` unchanged). With ``delay``
+    the bar appears only once the loop has run that many seconds (quick loops print nothing). On stderr."""
     if enabled:
         try:
             from tqdm.auto import tqdm
         except ImportError:
             pass
         else:
-            return tqdm(iterable, desc=desc, unit=unit, total=total)
+            return tqdm(iterable, desc=desc, unit=unit, total=total, delay=delay)
     return _Silent(iterable)

@@ -1,4 +1,11 @@
-"""The ``jaxtransfer`` command line: ``jaxtransfer demo`` and ``jaxtransfer rank``."""
+"""The ``jaxtransfer`` command line: ``demo``, ``extract``, ``rank`` and ``convert``.
+
+From nothing to a ranking in the shell (features, the source head's softmax and the labels in one ``.npz`` per
+model; ``-`` reads the labels from stdin or writes the JSON to stdout)::
+
+    jaxtransfer extract efficientnet-lite0 mnist_5k --max-per-class 10 --image-size 64 -o lite0.npz
+    jaxtransfer rank lite0.npz --labels lite0.npz:labels --score logme --score leep --json -
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxtransfer._files import atomic_write_text, check_output_path
+from jaxtransfer._files import atomic_write, atomic_write_text, check_output_path
 
 __all__ = ["main"]
 
@@ -66,9 +73,58 @@ def _load_array(spec: str, key: str | None = None) -> np.ndarray:
     return next(iter(arrays.values()))
 
 
+def _read_stdin_labels() -> np.ndarray:
+    """``--labels -``: whitespace- or comma-separated numbers on stdin (one per line, or all on one line)."""
+    text = sys.stdin.read().replace(",", " ")
+    try:
+        values = np.array([float(v) for v in text.split()])
+    except ValueError as err:
+        raise CLIError(f"--labels -: stdin must hold numbers separated by spaces, commas or new lines ({err})") from err
+    if values.size == 0:
+        raise CLIError("--labels -: stdin is empty; pipe the labels in (e.g. `cat labels.txt | jaxtransfer rank ...`)")
+    return values
+
+
+_PROBS_KEYS = ("probs", "source_probabilities")
+
+
+def _load_model(spec: str, key: str | None) -> tuple[str, object]:
+    """One MODEL argument -> (name, array or {"features", "source_probabilities"}).
+
+    ``NAME=FEATURES[,PROBS]`` names the model and gives its features and (optionally) its source softmax, each a
+    file or ``file:key``; an ``.npz`` holding ``features`` (and ``probs``) is read as both; anything else is one
+    array that every score reads (the previous behaviour, kept).
+    """
+    if "=" in spec and not _exists(spec):
+        name, _, files = spec.partition("=")
+        parts = files.split(",")
+        if not name or not 1 <= len(parts) <= 2 or not all(parts):
+            raise CLIError(f"{spec}: use NAME=FEATURES or NAME=FEATURES,PROBS (files, or file:key)")
+        value = {"features": _load_array(parts[0], key)}
+        if len(parts) == 2:
+            value["source_probabilities"] = _load_array(parts[1], key)
+        return name, value
+    path = spec if _exists(spec) else spec.partition(":")[0]
+    name = Path(path).stem + ("" if path == spec else ":" + spec.partition(":")[2])
+    if path == spec and key is None and Path(path).suffix.lower() == ".npz" and _exists(path):
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                files = set(data.files)
+                if "features" in files:
+                    value = {"features": data["features"]}
+                    probs = [k for k in _PROBS_KEYS if k in files]
+                    if probs:
+                        value["source_probabilities"] = data[probs[0]]
+                    return name, value
+        except Exception as err:
+            raise CLIError(f"{path}: not a valid .npz archive (empty, truncated or corrupt); write it again") from err
+    return name, _load_array(spec, key)
+
+
 def _output(args, inputs=()) -> Path | None:
-    """The checked ``--json`` path (before any work: a bad output path fails fast, nothing is clobbered)."""
-    if not args.json:
+    """The checked ``--json`` path (before any work: a bad output path fails fast, nothing is clobbered); ``-`` is
+    stdout and returns ``None``."""
+    if not args.json or args.json == "-":
         return None
     try:
         return check_output_path(args.json, force=args.force, inputs=inputs)
@@ -87,34 +143,45 @@ def _rank(args) -> int:
     from jaxtransfer.score import SCORES
     from jaxtransfer.select import rank
 
-    inputs = [args.labels] + [s if _exists(s) else s.partition(":")[0] for s in args.models]
+    def files(spec: str) -> list[str]:
+        if "=" in spec and not _exists(spec):
+            return [f.partition(":")[0] for f in spec.partition("=")[2].split(",")]
+        return [spec if _exists(spec) else spec.partition(":")[0]]
+
+    inputs = [f for spec in [args.labels, *args.models] for f in files(spec) if f != "-"]
     out = _output(args, inputs)
-    labels = _load_array(args.labels)
+    labels = _read_stdin_labels() if args.labels == "-" else _load_array(args.labels)
     if not args.regression:
         if labels.ndim != 1:
             raise CLIError(f"{args.labels}: labels must be 1-D class ids; got shape {labels.shape}")
         if np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)):
             labels = labels.astype(np.int64)  # text files store class ids as floats
+    scores = args.score or ["logme"]
     features = {}
     for spec in args.models:
-        name = Path(spec.partition(":")[0] if not Path(spec).exists() else spec).stem
-        if ":" in spec and not Path(spec).exists():
-            name += ":" + spec.partition(":")[2]
+        name, value = _load_model(spec, args.key)
         if name in features:
-            raise CLIError(f"two models are named {name!r}; rename one of the files")
-        f = _load_array(spec, args.key)
-        hard_labels = all(SCORES[s].input == "source_labels" for s in args.score or ["logme"])
-        if f.ndim != 2 and not (hard_labels and f.ndim == 1):
-            raise CLIError(f"{spec}: features must be 2-D (n, D); got shape {f.shape}")
-        if f.shape[0] != labels.shape[0]:
-            raise CLIError(f"{spec}: {f.shape[0]} rows but {args.labels} has {labels.shape[0]} labels")
-        features[name] = f
+            raise CLIError(f"two models are named {name!r}; rename one of the files (or use NAME=FILE)")
+        arrays = value if isinstance(value, dict) else {"features": value}
+        only_hard_labels = not isinstance(value, dict) and all(SCORES[s].input == "source_labels" for s in scores)
+        for what, f in arrays.items():
+            one_d = what == "source_probabilities" or only_hard_labels  # (n,) hard source labels, for NCE
+            if f.ndim != 2 and not (one_d and f.ndim == 1):
+                raise CLIError(f"{spec}: {what.replace('_', ' ')} must be 2-D (n, D); got shape {f.shape}")
+            if f.shape[0] != labels.shape[0]:
+                raise CLIError(f"{spec}: {f.shape[0]} rows but {args.labels} has {labels.shape[0]} labels")
+        features[name] = value
     kwargs = {"regression": True} if args.regression else {}
     try:
-        ranking = rank(features, labels, score=args.score or ["logme"], **kwargs)
+        ranking = rank(features, labels, score=scores, progress=False if args.quiet else None, **kwargs)
     except (TypeError, ValueError, FloatingPointError) as err:
         raise CLIError(str(err)) from err
-    print(ranking)
+    if args.json == "-":
+        print(ranking.to_json())  # stdout holds the JSON alone; the table goes to stderr
+        if not args.quiet:
+            print(ranking, file=sys.stderr)
+    elif not args.quiet:
+        print(ranking)
     if out is not None:
         atomic_write_text(out, ranking.to_json() + "\n")
     return 0
@@ -165,14 +232,18 @@ def _parser() -> argparse.ArgumentParser:
         help="rank models by transferability scores of their features",
         description=(
             "Rank candidate models by transferability scores computed from their features on your labelled target "
-            "data. Each MODEL file holds one model's (n, D) features (.npy, .npz, .safetensors, .txt, .csv; "
-            "PATH:NAME picks an array from an .npz/.safetensors file); the model is named after the file. For "
-            f"{_reading('source_probabilities')} the file holds the source model's (n, C_s) softmax outputs, for "
-            f"{_reading('source_labels')} its outputs or (n,) hard labels."
+            "data. A MODEL is a file of its (n, D) features (.npy, .npz, .safetensors, .txt, .csv; PATH:NAME picks "
+            "an array from an .npz/.safetensors file), named after the file; or NAME=FEATURES,PROBS with the "
+            "source head's (n, C_s) softmax outputs as a second file; or an .npz with the arrays 'features' and "
+            "'probs' (what `jaxtransfer extract` writes). Each score reads what it needs: the features, or for "
+            f"{_reading('source_probabilities')} and {_reading('source_labels')} the source outputs (a model "
+            "given as one plain array is read by every score as it is)."
         ),
     )
-    r.add_argument("models", nargs="+", metavar="MODEL", help="feature file of one candidate model")
-    r.add_argument("--labels", required=True, metavar="FILE", help="(n,) class ids (or targets with --regression)")
+    r.add_argument("models", nargs="+", metavar="MODEL", help="FILE, FILE:KEY, NAME=FEATURES[,PROBS] or an .npz")
+    r.add_argument(
+        "--labels", required=True, metavar="FILE", help="(n,) class ids (or targets with --regression); - is stdin"
+    )
     r.add_argument(
         "--score",
         action="append",
@@ -182,8 +253,30 @@ def _parser() -> argparse.ArgumentParser:
     regression = ", ".join(n for n, s in SCORES.items() if s.regression)
     r.add_argument("--regression", action="store_true", help=f"labels are real-valued targets ({regression})")
     r.add_argument("--key", metavar="NAME", help="array name to read from every .npz/.safetensors file")
-    r.add_argument("--json", metavar="PATH", help="also write the ranked table to this JSON file")
+    r.add_argument("--json", metavar="PATH", help="also write the ranked table as JSON to PATH (- : stdout only)")
     r.add_argument("--force", action="store_true", help="overwrite the --json file if it exists (never an input)")
+    r.add_argument("--quiet", "-q", action="store_true", help="no table, no progress bar (errors still print)")
+
+    e = sub.add_parser(
+        "extract",
+        help="features (and source-head softmax) of a shipped backbone on a bundled dataset, for `rank`",
+        description=(
+            "Run a shipped pre-trained backbone over a bundled dataset and save what the scores read: an .npz with "
+            "'features' (n, D), 'probs' (n, C_s, when the backbone has a classifier head) and 'labels' (n,); or, "
+            "for an .npy output, the features alone. Images are resized and normalised as the backbone expects "
+            "(jaxtransfer.models.preprocess_for); texts are tokenised. The progress bar goes to stderr."
+        ),
+    )
+    e.add_argument("model", metavar="MODEL", help=f"one of {', '.join(_backbones())}")
+    e.add_argument("dataset", metavar="DATASET", help=f"one of {', '.join(_datasets())}")
+    e.add_argument("-o", "--output", required=True, metavar="PATH", help="the .npz (or .npy: features only)")
+    e.add_argument("--layer", metavar="NAME", help="an intermediate layer's pooled features (see layer_features)")
+    e.add_argument("--part", default="train", choices=["train", "val", "test", "all"], help="split (default train)")
+    e.add_argument("--max-per-class", type=int, metavar="N", help="subsample the dataset to N items per class")
+    e.add_argument("--image-size", type=int, metavar="PX", help="resize images to PX (default: the backbone's)")
+    e.add_argument("--batch-size", type=int, default=64, metavar="B", help="batch of the forward pass (default 64)")
+    e.add_argument("--force", action="store_true", help="overwrite the output if it exists")
+    e.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary line")
 
     c = sub.add_parser(
         "convert",
@@ -212,6 +305,58 @@ def _convert(args) -> int:
     return 0
 
 
+def _backbones() -> list[str]:
+    from jaxtransfer.models import PRETRAINED
+
+    return sorted(PRETRAINED)
+
+
+def _datasets() -> list[str]:
+    from jaxtransfer.data import DATASETS
+
+    return sorted(DATASETS)
+
+
+def _extract(args) -> int:
+    if args.model not in _backbones():
+        raise CLIError(f"unknown model {args.model!r}; choose from {_backbones()}")
+    if args.dataset not in _datasets():
+        raise CLIError(f"unknown dataset {args.dataset!r}; choose from {_datasets()}")
+    suffix = Path(args.output).suffix.lower()
+    if suffix not in (".npz", ".npy"):
+        raise CLIError(f"-o {args.output}: write an .npz (features, probs, labels) or an .npy (features)")
+    try:
+        out = check_output_path(args.output, force=args.force)
+    except ValueError as err:
+        raise CLIError(f"-o: {err}") from err
+    for flag in ("max_per_class", "image_size", "batch_size"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise CLIError(f"--{flag.replace('_', '-')} must be >= 1; got {value}")
+    from jaxtransfer.models import extract_outputs
+
+    try:
+        arrays = extract_outputs(
+            args.model, args.dataset, layer=args.layer, part=args.part, max_per_class=args.max_per_class,
+            image_size=args.image_size, batch_size=args.batch_size, progress=not args.quiet,
+        )  # fmt: skip
+    except (ValueError, ImportError, KeyError) as err:
+        raise CLIError(str(err).strip("'\"")) from err
+
+    def save(tmp: str) -> None:
+        with open(tmp, "wb") as fh:  # a file object: numpy adds no suffix to the temporary name
+            if suffix == ".npy":
+                np.save(fh, arrays["features"], allow_pickle=False)
+            else:
+                np.savez(fh, **arrays)
+
+    atomic_write(out, save)  # never a half-written file, even when interrupted
+    if not args.quiet:
+        shapes = ", ".join(f"{k} {v.shape}" for k, v in arrays.items())
+        print(f"{out}: {shapes}", file=sys.stderr)
+    return 0
+
+
 def _demo(args) -> int:
     from jaxtransfer.experiments import run_demo, run_feature_demo, run_real_demo
 
@@ -233,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     Set ``JAXTRANSFER_DEBUG=1`` to see the traceback of an unexpected error instead.
     """
     args = _parser().parse_args(argv)
-    commands = {"demo": _demo, "rank": _rank, "convert": _convert}
+    commands = {"demo": _demo, "rank": _rank, "convert": _convert, "extract": _extract}
     try:
         return commands[args.command](args)
     except CLIError as err:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from jaxtransfer._files import atomic_write_text
-from jaxtransfer._progress import progress_bar, wants_progress
+from jaxtransfer._progress import progress_bar
+from jaxtransfer._timing import timed
 from jaxtransfer.score import SCORES, Score
 
 __all__ = ["SCORES", "Ranking", "rank", "weighted_tau"]
@@ -29,8 +29,10 @@ class Ranking:
     Attributes:
         models: model names, best first by ``primary``.
         scores: score name -> values, aligned with ``models``.
-        seconds: score name -> wall time of each model's score, aligned with ``models``.
+        seconds: score name -> wall time of each model's score without JAX compilation, aligned with ``models``.
         primary: the score the rows are sorted by.
+        compile_seconds: score name -> the part of each call spent tracing and compiling (the first model of a
+            shape pays it; later ones of the same shape reuse the compiled score), aligned with ``models``.
 
     Example:
         >>> import numpy as np
@@ -47,6 +49,7 @@ class Ranking:
     scores: dict[str, tuple[float, ...]]
     seconds: dict[str, tuple[float, ...]]
     primary: str
+    compile_seconds: dict[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def best(self) -> str:
@@ -62,6 +65,7 @@ class Ranking:
             row = {"rank": i + 1, "model": m}
             row.update({s: v[i] for s, v in self.scores.items()})
             row.update({f"{s}_seconds": v[i] for s, v in self.seconds.items()})
+            row.update({f"{s}_compile_seconds": v[i] for s, v in self.compile_seconds.items()})
             rows.append(row)
         return {"primary": self.primary, "rows": rows}
 
@@ -95,9 +99,34 @@ class Ranking:
         order = sorted(range(len(values)), key=lambda i: values[i])  # ascending: barh draws bottom-up, best on top
         bars = ax.barh([self.models[i] for i in order], [values[i] for i in order])
         ax.bar_label(bars, fmt="%.4g", fontsize=8, padding=2)
-        ax.set_xlabel(f"{score} (higher is better)")
+        ax.set_xlabel(f"{score} (higher is better; {self._units(score)})")
         ax.set_title(f"{len(values)} models ranked by {score}")
+        ax.margins(x=0.15)  # room for the value labels
         return ax
+
+    @staticmethod
+    def _units(score: str) -> str:
+        units = {"logme": "mean log evidence per sample", "leep": "mean log-likelihood", "nce": "negative entropy"}
+        return units.get(score, "score units")
+
+
+_INPUTS = ("features", "source_probabilities")
+
+
+def _model_input(model: str, value, scorer: Score):
+    """What ``scorer`` reads of one model: the array itself, or from a ``{"features", "source_probabilities"}``
+    mapping the entry its ``input`` names (hard source labels come from the probabilities)."""
+    if not isinstance(value, Mapping):
+        return scorer.argument(value)
+    unknown = set(value) - set(_INPUTS)
+    if unknown:
+        raise ValueError(f"model {model!r}: unknown entries {sorted(unknown)}; a model maps {list(_INPUTS)} to arrays.")
+    wanted = "features" if scorer.input == "features" else "source_probabilities"
+    if wanted not in value:
+        raise ValueError(
+            f"model {model!r} has no {wanted!r}, which score {scorer.name!r} reads (it has {sorted(value)})."
+        )
+    return scorer.argument(value[wanted])
 
 
 def _resolve(score) -> list[Score]:
@@ -134,11 +163,14 @@ def rank(
 
     Args:
         features_by_model: model name -> its (n, D) features of the target data (for ``"leep"``: the source
-            model's (n, C_s) softmax outputs; for ``"nce"``: its (n,) hard source labels or (n, C_s) outputs).
+            model's (n, C_s) softmax outputs; for ``"nce"``: its (n,) hard source labels or (n, C_s) outputs), or
+            a dict ``{"features": (n, D), "source_probabilities": (n, C_s)}`` from which every score takes what it
+            reads, so that feature scores and source-head scores rank the same zoo in one call.
         labels: (n,) class ids (or, for LogME with ``regression=True``, targets).
         score: a score name (see ``SCORES``), a callable ``f(features, labels, **kw) -> scalar``, or a list of
             them (one column each; the rows are sorted by the first).
-        progress: show a tqdm progress bar (default: when there are more than 5 models).
+        progress: a tqdm progress bar on stderr: ``True`` always, ``False`` never, ``None`` (default) once
+            scoring has taken more than a second, for any number of models.
         **score_kwargs: passed to every score (e.g. ``regression=True`` for LogME).
 
     Returns:
@@ -170,18 +202,25 @@ def rank(
                 f"regression=True: the scores {classification_only} take class labels only (regression: {regression})."
             )
     names = list(features_by_model)
-    it = progress_bar(names, enabled=wants_progress(progress, len(names)), desc="scoring models", unit="model")
+    for model in names:  # every model has what every score reads, before any score runs
+        for s in scorers:
+            _model_input(model, features_by_model[model], s)
+    it = progress_bar(
+        names, enabled=progress is not False, delay=0.0 if progress else 1.0, desc="scoring models", unit="model"
+    )
     values = {s.name: [] for s in scorers}
     seconds = {s.name: [] for s in scorers}
+    compile_seconds = {s.name: [] for s in scorers}
     for model in it:
         for s in scorers:
-            x = s.argument(features_by_model[model])
-            start = time.perf_counter()
-            try:
-                v = float(s(x, labels, **score_kwargs))
-            except (TypeError, ValueError) as err:
-                raise type(err)(f"model {model!r}, score {s.name!r}: {err}") from err
-            seconds[s.name].append(time.perf_counter() - start)
+            x = _model_input(model, features_by_model[model], s)
+            with timed() as t:
+                try:
+                    v = float(s(x, labels, **score_kwargs))
+                except (TypeError, ValueError) as err:
+                    raise type(err)(f"model {model!r}, score {s.name!r}: {err}") from err
+            seconds[s.name].append(t.run)
+            compile_seconds[s.name].append(t.compile)
             values[s.name].append(v)
     primary = scorers[0].name
     order = sorted(range(len(names)), key=lambda i: -values[primary][i])
@@ -190,6 +229,7 @@ def rank(
         scores={n: tuple(v[i] for i in order) for n, v in values.items()},
         seconds={n: tuple(v[i] for i in order) for n, v in seconds.items()},
         primary=primary,
+        compile_seconds={n: tuple(v[i] for i in order) for n, v in compile_seconds.items()},
     )
 
 

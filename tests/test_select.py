@@ -50,6 +50,40 @@ def test_rank_leep_and_nce_use_source_outputs():
     assert r.models == ("src8.0", "src2.0", "src0.0")
 
 
+def test_rank_takes_features_and_source_outputs_per_model():
+    """With a {"features", "source_probabilities"} dict per model every score reads its own input: the columns
+    equal the scores of the separate arrays."""
+    zoo, y = _zoo()
+    probs = {name: source_probs(i, y, sharpness=2.0 * i) for i, name in enumerate(zoo)}
+    both = {name: {"features": zoo[name], "source_probabilities": probs[name]} for name in zoo}
+    r = rank(both, y, score=["logme", "leep", "nce"])
+    by_features = rank(zoo, y, score="logme")
+    by_outputs = rank(probs, y, score=["leep", "nce"])
+    assert r.models == by_features.models
+    for name in r.models:
+        i, j = r.models.index(name), by_outputs.models.index(name)
+        assert r.scores["leep"][i] == pytest.approx(by_outputs.scores["leep"][j], rel=1e-12)
+        assert r.scores["nce"][i] == pytest.approx(by_outputs.scores["nce"][j], rel=1e-12)
+    no_head = {**both, "headless": {"features": zoo["weak"]}}
+    with pytest.raises(ValueError, match="model 'headless' has no 'source_probabilities', which score 'leep' reads"):
+        rank(no_head, y, score=["logme", "leep"])
+    with pytest.raises(ValueError, match=r"model 'weak': unknown entries \['probs'\]"):
+        rank({"weak": {"features": zoo["weak"], "probs": probs["weak"]}}, y)
+
+
+def test_rank_separates_compile_time_from_score_time():
+    """The first model of a new width compiles LogME; a second model of the same width reuses it."""
+    rng = np.random.default_rng(3)
+    y = np.arange(90) % 3
+    zoo = {"first": rng.normal(size=(90, 11)), "same_shape": rng.normal(size=(90, 11))}
+    r = rank(zoo, y)
+    compiled = dict(zip(r.models, r.compile_seconds["logme"], strict=True))
+    assert compiled["first"] > 0.0
+    assert compiled["same_shape"] < 0.1 * compiled["first"]
+    assert all(t >= 0.0 for t in r.seconds["logme"])
+    assert "logme_compile_seconds" in r.to_dict()["rows"][0]
+
+
 def test_ranking_serialises_and_plots(tmp_path):
     zoo, y = _zoo()
     r = rank(zoo, y, score=["logme", "gbc"])

@@ -2,6 +2,7 @@
 
 from jaxtransfer.models._extract import extract_features
 from jaxtransfer.models._layer import LayerModel
+from jaxtransfer.models._preprocess import extract_outputs, preprocess_for
 from jaxtransfer.models._prompts import PromptParam, Prompts
 from jaxtransfer.models.checkpoint import restore_model, save_model
 from jaxtransfer.models.cnn import CNN
@@ -48,9 +49,11 @@ __all__ = [
     "convert_efficientnet_lite",
     "convert_weights",
     "extract_features",
+    "extract_outputs",
     "load",
     "mean_pool",
     "minilm_tokenizer",
+    "preprocess_for",
     "read_onnx",
     "restore_model",
     "save_model",

@@ -80,6 +80,9 @@ def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+_RAW_HINT = " (raw or grey images: jaxtransfer.models.preprocess_for(model)(images) resizes and normalises them)."
+
+
 class DepthwiseConv(nnx.Module):
     """A depthwise k x k convolution (one filter per channel, no bias), "SAME" padding; kernel (k, k, 1, C).
 
@@ -193,7 +196,7 @@ class EfficientNetLite(nnx.Module):
         """Every stage's output map ``{name: (n, h, w, c)}`` in ``layer_names`` order."""
         x = jnp.asarray(x)
         if x.ndim != 4 or x.shape[-1] != 3:
-            raise ValueError(f"x must be (n, H, W, 3) images, got shape {x.shape}.")
+            raise ValueError(f"x must be (n, H, W, 3) images, got shape {x.shape}" + _RAW_HINT)
         h = _relu6(self.stem_bn(self.stem(x)))
         maps = {"stem": h}
         for i, stage in enumerate(self.stages):

@@ -176,7 +176,10 @@ class ViTSmall(nnx.Module):
         x = jnp.asarray(x)
         p = self.config.patch
         if x.ndim != 4 or x.shape[-1] != 3 or x.shape[1] % p or x.shape[2] % p:
-            raise ValueError(f"x must be (n, H, W, 3) images with H and W multiples of {p}; got shape {x.shape}.")
+            raise ValueError(
+                f"x must be (n, H, W, 3) images with H and W multiples of {p}; got shape {x.shape} (raw or grey "
+                "images: jaxtransfer.models.preprocess_for(model)(images) resizes and normalises them)."
+            )
         t = self.patch_embed(x)  # (n, gh, gw, dim)
         n, gh, gw, dim = t.shape
         g = self.config.grid

@@ -154,6 +154,18 @@ def logme(
 class LogME:
     """Estimator interface: ``fit`` scores the features and keeps the posterior mean weights for ``predict``.
 
+    ``fit(features, labels)`` returns the LogME score as a float, as the published implementation's ``LogME.fit``
+    does (so code written for it runs unchanged; ``fit`` therefore does not return ``self`` and does not chain).
+    The rest follows scikit-learn's estimator protocol, so that ``sklearn.base.clone``, ``cross_val_score`` and
+    ``GridSearchCV`` take it: the constructor's keywords are its parameters (``get_params`` / ``set_params``,
+    checked when ``fit`` runs), fitted state ends in ``_`` (``result_``, ``score_``), and ``score(features, labels)``
+    is the posterior-mean linear predictor's accuracy (classification) or R^2 (regression) on held-out data, the
+    number scikit-learn's model selection maximises. (The LogME value itself is what ``fit`` returns.)
+
+    Args:
+        regression: real-valued targets (n,) or (n, K) instead of class ids.
+        num_classes, tol, max_iter, method: as in :func:`logme_evidence`.
+
     Example:
         >>> import numpy as np
         >>> from jaxtransfer import LogME
@@ -162,37 +174,75 @@ class LogME:
         >>> f = np.eye(3)[y] + 0.1 * rng.normal(size=(100, 3))
         >>> est = LogME()
         >>> score = est.fit(f, y)
-        >>> bool((est.predict(f) == y).mean() > 0.9)
-        True
+        >>> bool((est.predict(f) == y).mean() > 0.9), est.score(f, y) > 0.9
+        (True, True)
+        >>> LogME(tol=1e-4).set_params(method="naive")
+        LogME(tol=0.0001, method='naive')
     """
 
-    def __init__(self, regression: bool = False, **options):
-        known = {"num_classes", "tol", "max_iter", "method"}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise TypeError(f"LogME got unknown option(s) {unknown}; the options are {sorted(known)}.")
-        _checks.check_flag(regression, "regression")
-        self.regression = regression
-        self.options = options
-        self._reset()
+    _PARAMS = ("regression", "num_classes", "tol", "max_iter", "method")
 
-    def _reset(self) -> None:
-        self.result_: LogMEEvidence | None = None
-        self.score_: float | None = None
-        self._squeeze = False
+    def __init__(
+        self,
+        regression: bool = False,
+        *,
+        num_classes: int | None = None,
+        tol: float = 1e-3,
+        max_iter: int = 100,
+        method: str = "optimized",
+    ):
+        self.regression = regression
+        self.num_classes = num_classes
+        self.tol = tol
+        self.max_iter = max_iter
+        self.method = method
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor's keywords and their current values (scikit-learn's protocol; ``deep`` is unused)."""
+        return {name: getattr(self, name) for name in self._PARAMS}
+
+    def set_params(self, **params) -> LogME:
+        """Sets constructor keywords (validated at the next ``fit``); returns ``self``."""
+        unknown = sorted(set(params) - set(self._PARAMS))
+        if unknown:
+            raise ValueError(f"LogME has no parameter(s) {unknown}; its parameters are {list(self._PARAMS)}.")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    def __sklearn_tags__(self):
+        """scikit-learn's estimator tags (imported only when scikit-learn asks): a classifier, or with
+        ``regression=True`` a (multi-output) regressor; labels are required."""
+        from sklearn.utils import ClassifierTags, RegressorTags, Tags, TargetTags
+
+        if self.regression:
+            target = TargetTags(required=True, multi_output=True, single_output=True)
+            return Tags(estimator_type="regressor", target_tags=target, regressor_tags=RegressorTags())
+        return Tags(
+            estimator_type="classifier", target_tags=TargetTags(required=True), classifier_tags=ClassifierTags()
+        )
+
+    def __repr__(self) -> str:
+        defaults = {"regression": False, "num_classes": None, "tol": 1e-3, "max_iter": 100, "method": "optimized"}
+        changed = [
+            f"{k}={v!r}" for k, v in self.get_params().items() if v != defaults[k] or type(v) is not type(defaults[k])
+        ]
+        return f"LogME({', '.join(changed)})"
 
     def fit(self, features, labels) -> float:
         """Fits every target's evidence maximisation; returns the LogME score as a Python float."""
-        self._reset()
-        result = logme_evidence(features, labels, regression=self.regression, **self.options)
+        _checks.check_flag(self.regression, "regression")
+        params = {k: v for k, v in self.get_params().items() if k != "regression"}
+        result = logme_evidence(features, labels, regression=self.regression, **params)
         self.result_ = result
+        self.n_features_in_ = int(result.weights.shape[1])
         self.score_ = float(jnp.mean(result.evidence))
-        self._squeeze = self.regression and np.ndim(labels) == 1
+        self.squeeze_ = bool(self.regression and np.ndim(labels) == 1)
         return self.score_
 
     def predict(self, features) -> jax.Array:
         """Class ids (n,) (argmax of F m_k) or regression outputs (n,) / (n, K), matching the fitted targets."""
-        if self.result_ is None:
+        if not hasattr(self, "result_"):
             raise RuntimeError("LogME.predict called before fit; call fit(features, labels) first.")
         f = _checks.check_features(features, min_samples=1)
         d = self.result_.weights.shape[1]
@@ -201,4 +251,20 @@ class LogME:
         out = jnp.matmul(f, self.result_.weights.T.astype(f.dtype), precision=jax.lax.Precision.HIGHEST)
         if not self.regression:
             return jnp.argmax(out, axis=1)
-        return out[:, 0] if self._squeeze else out
+        return out[:, 0] if self.squeeze_ else out
+
+    def score(self, features, labels) -> float:
+        """Accuracy of ``predict`` on (features, labels) for classification; for regression the coefficient of
+        determination R^2 = 1 - sum (y - y_hat)^2 / sum (y - mean y)^2, averaged over the K targets."""
+        predicted = np.asarray(self.predict(features), dtype=np.float64)
+        y = np.asarray(labels)
+        if y.shape[0] != predicted.shape[0]:
+            raise ValueError(f"features has {predicted.shape[0]} rows but labels has {y.shape[0]}.")
+        if not self.regression:
+            return float(np.mean(predicted == y))
+        y = y.astype(np.float64).reshape(predicted.shape)
+        residual = ((y - predicted) ** 2).sum(axis=0)
+        total = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
+        if np.any(total == 0):
+            raise ValueError("R^2 is undefined for a constant target; every regression target must vary.")
+        return float(np.mean(1.0 - residual / total))

@@ -245,8 +245,11 @@ OPTIONS = [
     ("lw shrinkage NaN", lambda: S.ledoit_wolf_shrinkage(_nan(F)), ValueError, "features contains 1 NaN"),
     ("gmm components=0", lambda: S.gaussian_mixture_posteriors(F, 0), ValueError, "num_components must be"),
     ("gmm components>n", lambda: S.gaussian_mixture_posteriors(F, N + 1), ValueError, "num_components must be"),
-    ("LogME unknown option", lambda: jt.LogME(bogus=1), TypeError, r"LogME got unknown option\(s\) \['bogus'\]"),
-    ("LogME regression='no'", lambda: jt.LogME(regression="no"), TypeError, "regression must be True or False"),
+    ("LogME unknown option", lambda: jt.LogME(bogus=1), TypeError, r"unexpected keyword argument 'bogus'"),
+    ("LogME regression='no'", lambda: jt.LogME(regression="no").fit(F, Y), TypeError, "regression must be True"),
+    ("LogME set bad method", lambda: jt.LogME().set_params(method="qr").fit(F, Y), ValueError, "method must be"),
+    ("LogME set unknown", lambda: jt.LogME().set_params(bogus=1), ValueError, r"no parameter\(s\) \['bogus'\]"),
+    ("LogME score constant", lambda: _fitted_regression().score(F, np.ones(N)), ValueError, "constant target"),
     ("LogME predict first", lambda: jt.LogME().predict(F), RuntimeError, "LogME.predict called before fit"),
     ("many empty", lambda: jt.logme_many([], Y), TypeError, "features must be a non-empty list"),
     ("many not a list", lambda: jt.logme_many(F, Y), TypeError, "features must be a non-empty list"),
@@ -296,6 +299,12 @@ OPTIONS = [
         "the statistics cover 1 sample",
     ),
 ]
+
+
+def _fitted_regression():
+    est = jt.LogME(regression=True)
+    est.fit(F, F[:, 0] + RNG.normal(size=N))
+    return est
 
 
 @pytest.mark.parametrize(("case", "call", "error", "match"), OPTIONS, ids=[c[0] for c in OPTIONS])

@@ -293,6 +293,56 @@ def test_estimator_predict_before_fit():
         LogME().predict(np.ones((3, 2)))
 
 
+# scikit-learn's estimator checks that apply to LogME (each one is run; see the class docstring for the protocol).
+# Left out by design: fit returns the score, not self (the published API); the arguments are named features and
+# labels, not X and y; the error messages are ours, not scikit-learn's patterns; class ids must be 0..C-1 with every
+# class present; no sparse input, sample_weight, NotFittedError (predict before fit raises RuntimeError).
+SKLEARN_CHECKS = [
+    "check_estimator_cloneable", "check_estimator_repr", "check_get_params_invariance", "check_set_params",
+    "check_no_attributes_set_in_init", "check_parameters_default_constructible", "check_dont_overwrite_parameters",
+    "check_do_not_raise_errors_in_init_or_set_params", "check_estimators_overwrite_params", "check_dict_unchanged",
+    "check_fit_idempotent", "check_fit1d", "check_methods_sample_order_invariance", "check_methods_subset_invariance",
+    "check_estimators_pickle", "check_f_contiguous_array_estimator", "check_pipeline_consistency",
+    "check_fit_check_is_fitted", "check_valid_tag_types", "check_n_features_in",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("check", SKLEARN_CHECKS)
+@pytest.mark.parametrize("regression", [False, True], ids=["classifier", "regressor"])
+def test_estimator_passes_the_sklearn_checks_that_apply(check, regression):
+    import warnings
+
+    from sklearn.utils import estimator_checks
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the checks' own data (tiny, collinear) makes LogME warn; that is not tested
+        getattr(estimator_checks, check)("LogME", LogME(regression=regression))
+
+
+def test_estimator_works_with_sklearn_model_selection():
+    from sklearn.base import clone
+    from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
+
+    f, labels = _classification_data(13, 240, 6, 3, noise=1.0)
+    est = LogME(tol=1e-4, method="naive")
+    copy = clone(est)
+    assert copy is not est and copy.get_params() == est.get_params() and not hasattr(copy, "result_")
+    folds = list(StratifiedKFold(3).split(f, labels))
+    expected = []
+    for train, test in folds:  # by hand: fit on the training fold, accuracy (scikit-learn's) on the other
+        e = LogME()
+        e.fit(f[train], labels[train])
+        expected.append(accuracy_score(labels[test], np.asarray(e.predict(f[test]))))
+    np.testing.assert_allclose(cross_val_score(LogME(), f, labels, cv=folds), expected, rtol=1e-12)
+    search = GridSearchCV(LogME(), {"method": ["naive", "optimized"]}, cv=folds).fit(f, labels)
+    assert search.best_params_["method"] in ("naive", "optimized") and 0.3 < search.best_score_ <= 1.0
+    fr, y = _regression_data(14, 300, 5, 2, noise=0.3)
+    reg = LogME(regression=True)
+    reg.fit(fr[:200], y[:200])
+    assert reg.score(fr[200:], y[200:]) == pytest.approx(r2_score(y[200:], np.asarray(reg.predict(fr[200:]))))
+
+
 def test_second_call_with_same_shapes_does_not_recompile():
     module = importlib.import_module("jaxtransfer.score._logme")
     f, labels = _classification_data(12, 100, 8, 3)
