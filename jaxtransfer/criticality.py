@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtransfer._checks import check_positive_int
+from jaxtransfer._plotting import pyplot
 from jaxtransfer._pytree import as_arrays, check_same, is_float
 
 __all__ = ["Criticality", "dotted_path", "module_criticality"]
@@ -72,7 +73,7 @@ class Criticality:
         )
 
     def plot(self, ax=None):
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         ax = ax or plt.subplots(figsize=(6, 3.5))[1]
         values = np.asarray(self.values, np.float64)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from jaxtransfer._files import atomic_write_text
+from jaxtransfer._plotting import pyplot
 from jaxtransfer._progress import progress_bar
 from jaxtransfer._timing import timed
 from jaxtransfer.score import SCORES, Score
@@ -88,7 +89,7 @@ class Ranking:
     def plot(self, score: str | None = None, ax=None):
         """A horizontal bar chart of one score (default: the primary), ordered by that score, best on top, each bar
         labelled with its value. Needs matplotlib."""
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         score = self.primary if score is None else score
         if score not in self.scores:

@@ -24,6 +24,7 @@ import numpy as np
 
 from jaxtransfer._checks import check_positive_int
 from jaxtransfer._files import atomic_write
+from jaxtransfer._plotting import pyplot
 from jaxtransfer._progress import progress_bar, wants_progress
 from jaxtransfer._pytree import as_arrays, check_finite, check_same, is_float, lerp
 
@@ -268,7 +269,7 @@ class Path:
     def plot(self, ax=None, label: str | None = None, metric: str = "loss", chord: bool = True):
         """The metric along the path; for the loss (with both endpoints on the path) also the chord between the
         endpoints, dashed, and the barrier: the point highest above the chord, marked with its height."""
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         ax = ax or plt.subplots(figsize=(5, 3.5))[1]
         (line,) = ax.plot(self.lams, self.metrics[metric], marker="o", label=label)
@@ -442,7 +443,7 @@ class Plane:
         object.__setattr__(self, "metrics", _metrics_field(self.losses, self.metrics))
 
     def plot(self, ax=None, levels: int = 20, metric: str = "loss"):
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         ax = ax or plt.subplots(figsize=(5, 4))[1]
         cs = ax.contourf(self.alphas, self.betas, np.asarray(self.metrics[metric]).T, levels=levels)

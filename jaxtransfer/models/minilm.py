@@ -164,8 +164,21 @@ class MiniLM(nnx.Module):
             states.append(h if prompts is None else prompts.remove(h))
         return states
 
-    def layer_features(self, tokens: jax.Array) -> dict[str, jax.Array]:
-        """Mean-pooled (not normalised) token states of every layer, ``{name: (n, dim)}`` in ``layer_names`` order."""
+    def layer_features(self, tokens, *, batch_size: int = 64, max_length: int = 256) -> dict[str, jax.Array]:
+        """Mean-pooled (not normalised) token states of every layer, ``{name: (n, dim)}`` in ``layer_names`` order.
+
+        ``tokens`` is an (n, L) array of token ids (traceable: use it inside ``jit``), or raw texts (a list of
+        strings, or a numpy array of them): then they are tokenised and run in compiled batches as in ``encode``,
+        and the result is numpy.
+
+        Example (the published weights, from raw texts):
+            >>> from jaxtransfer.models import load
+            >>> layers = load("minilm-l6").layer_features(["a cat sat on the mat", "stock markets fell"])
+            >>> list(layers)[:2], layers["layer6"].shape
+            (['embeddings', 'layer1'], (2, 384))
+        """
+        if _are_texts(tokens):
+            return self._over_texts(tokens, _layer_features, batch_size=batch_size, max_length=max_length)
         mask = self._check(tokens) != self.config.pad_id
         return {name: mean_pool(h, mask) for name, h in zip(self.layer_names, self.hidden_states(tokens), strict=True)}
 
@@ -194,17 +207,48 @@ class MiniLM(nnx.Module):
         """
         if isinstance(texts, str):
             raise TypeError("encode takes a sequence of strings; wrap a single text in a list.")
-        texts = list(texts)
+        return self._over_texts(texts, _features, batch_size=batch_size, max_length=max_length, tokenizer=tokenizer)
+
+    def _over_texts(self, texts, fn, *, batch_size: int, max_length: int, tokenizer=None):
+        """``fn(model, tokens)`` (a pytree of (n, dim) arrays) over raw texts: tokenised per batch, batches of
+        similar lengths (little padding), compiled once per padded length, returned in input order as numpy."""
+        if isinstance(texts, str):
+            raise TypeError("pass a sequence of strings; wrap a single text in a list.")
+        texts = [str(t) for t in texts]
+        if not texts:
+            raise ValueError("no texts to run; pass at least one string.")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        forward = nnx.jit(lambda m, tokens: m.features(tokens))
-        out = np.zeros((len(texts), self.config.dim), np.float32)
+        parts, where = [], []
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
             tokens = tokenize([texts[i] for i in idx], tokenizer=tokenizer, max_length=max_length)
-            out[idx] = np.asarray(forward(self, tokens))
-        return out
+            parts.append(jax.tree.map(np.asarray, _forward(self, tokens, fn)))
+            where.extend(idx)
+        inverse = np.argsort(np.asarray(where))
+        return jax.tree.map(lambda *p: np.concatenate(p)[inverse].astype(np.float32), *parts)
+
+
+def _are_texts(x) -> bool:
+    if isinstance(x, str):
+        raise TypeError("pass a sequence of strings (or token ids); wrap a single text in a list.")
+    if isinstance(x, np.ndarray):
+        return x.dtype.kind in "UO"
+    return isinstance(x, list | tuple) and len(x) > 0 and all(isinstance(t, str) for t in x)
+
+
+def _features(model, tokens):
+    return model.features(tokens)
+
+
+def _layer_features(model, tokens):
+    return model.layer_features(tokens)
+
+
+@nnx.jit(static_argnums=2)
+def _forward(model, tokens, fn):
+    return fn(model, tokens)
 
 
 def hf_bert_names(depth: int) -> dict[str, tuple[str, bool]]:

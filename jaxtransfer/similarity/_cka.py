@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtransfer import _checks
+from jaxtransfer._plotting import pyplot
 
 __all__ = ["BANDWIDTHS", "CKAMatrix", "cka", "cka_matrix", "minibatch_cka"]
 
@@ -160,7 +161,7 @@ class CKAMatrix:
     names_b: tuple[str, ...]
 
     def plot(self, ax=None, *, label_a: str = "model A", label_b: str = "model B"):
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         ax = ax or plt.subplots(figsize=(1 + 0.5 * len(self.names_b), 1 + 0.5 * len(self.names_a)))[1]
         im = ax.imshow(self.values, origin="lower", vmin=0.0, vmax=1.0, cmap="magma")

@@ -66,6 +66,27 @@ def test_minilm_encode_batches_raw_texts_in_input_order(minilm, reference):
 
 
 @needs_minilm
+def test_minilm_layer_features_take_raw_texts(minilm, reference):
+    """From raw texts (batched, sorted by length) the same per-layer features as from the published token ids;
+    the last layer's, normalised, are the published sentence embeddings."""
+    texts = [str(t) for t in reference["sentences"]]
+    from_texts = minilm.layer_features(texts, batch_size=3)
+    from_tokens = minilm.layer_features(reference["input_ids"])
+    assert list(from_texts) == list(minilm.layer_names)
+    for name in from_texts:
+        np.testing.assert_allclose(from_texts[name], np.asarray(from_tokens[name]), atol=1e-5, rtol=0)
+    last = from_texts["layer6"] / np.linalg.norm(from_texts["layer6"], axis=1, keepdims=True)
+    np.testing.assert_allclose(last, reference["embeddings"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        minilm.layer_features(np.asarray(texts), batch_size=3)["layer3"], from_texts["layer3"], atol=0
+    )
+    with pytest.raises(TypeError, match="wrap a single text"):
+        minilm.layer_features("one text")
+    with pytest.raises(ValueError, match="no texts"):
+        minilm.encode([])
+
+
+@needs_minilm
 def test_minilm_embeddings_match_sentence_transformers(minilm, reference):
     emb = np.asarray(minilm.features(reference["input_ids"]))
     np.testing.assert_allclose(emb, reference["embeddings"], atol=1e-5, rtol=0)
