@@ -448,8 +448,13 @@ class Plane:
         ax = ax or plt.subplots(figsize=(5, 4))[1]
         cs = ax.contourf(self.alphas, self.betas, np.asarray(self.metrics[metric]).T, levels=levels)
         ax.figure.colorbar(cs, ax=ax, label=metric)
-        ax.set_xlabel("alpha")
-        ax.set_ylabel("beta")
+        alphas, betas = np.asarray(self.alphas), np.asarray(self.betas)
+        if alphas.min() <= 0 <= alphas.max() and betas.min() <= 0 <= betas.max():  # theta_0, the plane's origin
+            ax.plot([0], [0], "wx", markersize=8)
+            ax.annotate("theta_0", (0, 0), textcoords="offset points", xytext=(5, 5), color="w", fontsize=8)
+        ax.set_xlabel("alpha (coefficient of direction 1)")
+        ax.set_ylabel("beta (coefficient of direction 2)")
+        ax.set_title(f"{metric} over a {len(alphas)} x {len(betas)} grid", fontsize=10)
         return ax
 
 

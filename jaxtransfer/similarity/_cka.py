@@ -170,6 +170,11 @@ class CKAMatrix:
         ax.set_yticks(range(len(self.names_a)), self.names_a)
         ax.set_xlabel(label_b)
         ax.set_ylabel(label_a)
+        ax.set_title(f"CKA of {len(self.names_a)} x {len(self.names_b)} layer pairs", fontsize=10)
+        for i in range(len(self.names_a)):  # the values, readable without the colour bar
+            for j in range(len(self.names_b)):
+                v = float(self.values[i, j])
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="k" if v > 0.6 else "w")
         return ax
 
 
