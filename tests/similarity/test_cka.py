@@ -166,7 +166,9 @@ def test_cka_matrix_against_pairwise_cka_and_its_errors(x64):
     same = cka_matrix(a)
     np.testing.assert_allclose(np.diag(same.values), 1.0, rtol=1e-12)
     np.testing.assert_allclose(same.values, same.values.T, rtol=1e-12)
-    assert same.plot().get_ylabel() == "model A"
+    ax = same.plot()
+    assert ax.get_ylabel() == "model A" and ax.get_title().startswith("CKA of")
+    assert [t.get_text() for t in ax.texts] == [f"{v:.2f}" for v in np.asarray(same.values).ravel()]
     with pytest.raises(ValueError, match="every layer must describe the same 60"):
         cka_matrix(a, [y[:50]])
     with pytest.raises(ValueError, match="constant"):
