@@ -222,7 +222,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=0, help="--feature-maps: seed of the random feature maps")
     demo.add_argument("--no-probe", action="store_true", help="--feature-maps: skip the probe ground truth")
-    demo.add_argument("--json", metavar="PATH", help="also write the report to this JSON file")
+    demo.add_argument("--json", metavar="PATH", help="also write the report to this JSON file (- : stdout only)")
+    demo.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors (and --json -)")
     demo.add_argument("--force", action="store_true", help="overwrite the --json file if it exists")
 
     from jaxtransfer.score import SCORES
@@ -361,13 +362,25 @@ def _demo(args) -> int:
     from jaxtransfer.experiments import run_demo, run_feature_demo, run_real_demo
 
     out = _output(args)
+    to_stdout = args.json == "-"
+    quiet = args.quiet or to_stdout  # stdout then holds the JSON alone
+
+    def echo(line: str = "") -> None:
+        if not quiet:
+            print(line, flush=True)
+        elif to_stdout and not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
     if args.feature_maps:
-        table = run_feature_demo(seed=args.seed, probe=not args.no_probe)
+        table = run_feature_demo(seed=args.seed, probe=not args.no_probe, echo=echo)
     elif args.toy:
-        table = run_demo()
+        table = run_demo(echo=echo)
     else:
-        table = run_real_demo(ground_truth="measure") if args.ground_truth else run_real_demo()
-    if out is not None:
+        truth = {"ground_truth": "measure"} if args.ground_truth else {}
+        table = run_real_demo(echo=echo, **truth)
+    if to_stdout:
+        print(json.dumps(table, indent=2))
+    elif out is not None:
         atomic_write_text(out, json.dumps(table, indent=2) + "\n")
     return 0
 

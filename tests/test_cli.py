@@ -5,15 +5,16 @@ import sys
 from jaxtransfer.cli import main
 
 
-def test_demo_writes_the_table_it_gets(tmp_path, monkeypatch):
+def test_demo_writes_the_table_it_gets(tmp_path, monkeypatch, capsys):
     """The CLI's plumbing: arguments through, the table to JSON. (The feature-map demo itself runs in its docstring
     example, with the ranking it must produce.)"""
     import jaxtransfer.experiments as experiments
 
     calls = []
 
-    def fake(*, seed, probe):
+    def fake(*, seed, probe, echo):
         calls.append((seed, probe))
+        echo("the demo's table")
         return {"rows": [{"model": "a", "logme": 1.0}], "n": 3}
 
     monkeypatch.setattr(experiments, "run_feature_demo", fake)
@@ -21,6 +22,13 @@ def test_demo_writes_the_table_it_gets(tmp_path, monkeypatch):
     assert main(["demo", "--feature-maps", "--no-probe", "--seed", "4", "--json", str(out)]) == 0
     assert calls == [(4, False)]
     assert json.loads(out.read_text()) == {"rows": [{"model": "a", "logme": 1.0}], "n": 3}
+    capsys.readouterr()
+    assert main(["demo", "--feature-maps", "--quiet"]) == 0
+    assert capsys.readouterr() == ("", "")  # --quiet: nothing
+    assert main(["demo", "--feature-maps", "--json", "-"]) == 0
+    printed = capsys.readouterr()  # --json -: stdout holds the JSON alone, the table goes to stderr
+    assert json.loads(printed.out) == {"rows": [{"model": "a", "logme": 1.0}], "n": 3}
+    assert printed.err == "the demo's table\n"
 
 
 def test_help_runs_as_a_console_command():
@@ -133,7 +141,10 @@ def test_demo_dispatches_real_toy_and_measured_ground_truth(monkeypatch):
     assert main(["demo"]) == 0
     assert main(["demo", "--ground-truth"]) == 0
     assert main(["demo", "--toy"]) == 0
-    assert calls == [("real", {}), ("real", {"ground_truth": "measure"}), ("toy", {})]
+    assert [(kind, {k: v for k, v in kw.items() if k != "echo"}) for kind, kw in calls] == [
+        ("real", {}), ("real", {"ground_truth": "measure"}), ("toy", {})
+    ]  # fmt: skip
+    assert all(callable(kw["echo"]) for _, kw in calls)
 
 
 def test_extract_then_rank_from_the_shell(tmp_path):
