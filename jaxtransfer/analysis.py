@@ -93,6 +93,12 @@ def mistake_overlap(predictions_by_model: Mapping, labels, *, examples: int = 5)
 
     Returns:
         :class:`MistakeOverlap`.
+
+    Example:
+        >>> import numpy as np
+        >>> report = mistake_overlap({"a": np.array([0, 1, 1, 0]), "b": np.array([0, 0, 1, 1])}, np.array([0, 1, 1, 1]))
+        >>> report.pairs[("a", "b")]["only_a"], report.pairs[("a", "b")]["jaccard"]
+        (1, 0.0)
     """
     if not isinstance(predictions_by_model, Mapping) or len(predictions_by_model) < 1:
         raise ValueError("predictions_by_model must be a non-empty dict name -> predictions.")

@@ -88,6 +88,16 @@ def hybrid_regularizer(
     """The transfer terms mu (w_a L_a + w_b L_b) as a ``finetune(regularizer=)`` (the trainer adds L_S itself).
 
     ``dynamic=False`` fixes w_a = w_b = 1.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxtransfer.finetune import inject_hybrid
+        >>> from jaxtransfer.models import CNN
+        >>> model = inject_hybrid(CNN(3, 8, 2, 10, rngs=nnx.Rngs(0)))
+        >>> penalty = hybrid_regularizer()(model, jnp.ones((2, 8, 8, 3)), jnp.array([0, 1]))  # finetune(regularizer=)
+        >>> bool(penalty > 0)
+        True
     """
     if not weight >= 0:
         raise ValueError(f"weight must be >= 0; got {weight!r}.")
@@ -108,7 +118,15 @@ def hybrid_regularizer(
 
 
 def merge_hybrid(model: HybridTeacherStudent) -> nnx.Module:
-    """The student alone in the plain architecture (each routed block its fine-tuned copy), in eval mode."""
+    """The student alone in the plain architecture (each routed block its fine-tuned copy), in eval mode.
+
+    Example:
+        >>> from flax import nnx
+        >>> from jaxtransfer.finetune import inject_hybrid
+        >>> from jaxtransfer.models import CNN
+        >>> type(merge_hybrid(inject_hybrid(CNN(3, 8, 2, 10, rngs=nnx.Rngs(0))))).__name__
+        'CNN'
+    """
     if not isinstance(model, HybridTeacherStudent):
         raise ValueError(f"merge_hybrid takes a HybridTeacherStudent; got {type(model).__name__}.")
     return collapse_routed(model.model, lambda block: block.tuned)

@@ -69,7 +69,13 @@ _DEFAULT = Rule("*")
 
 
 def rule_for(path: Sequence, rules: Sequence[Rule]) -> Rule:
-    """The first rule of ``rules`` whose pattern matches ``path`` (a tuple or jax key path), else the defaults."""
+    """The first rule of ``rules`` whose pattern matches ``path`` (a tuple or jax key path), else the defaults.
+
+    Example:
+        >>> rules = [Rule("head.*", lr_scale=10.0), Rule("*", weight_decay=False)]
+        >>> rule_for(("head", "kernel"), rules).lr_scale, rule_for(("blocks", 0, "conv1", "kernel"), rules).weight_decay
+        (10.0, False)
+    """
     name = path_str(path)
     for rule in rules:
         if rule.matches(name):

@@ -210,6 +210,14 @@ def merge_spottune(model: SpotTune) -> nnx.Module:
 
     Raises:
         ValueError: a per-sample policy (its choice depends on the input and cannot be folded).
+
+    Example:
+        >>> from flax import nnx
+        >>> from jaxtransfer.finetune import count_params, inject_spottune
+        >>> from jaxtransfer.models import CNN
+        >>> merged = merge_spottune(inject_spottune(CNN(3, 8, 2, 10, rngs=nnx.Rngs(0)), policy="global"))
+        >>> type(merged).__name__, count_params(merged) == count_params(CNN(3, 8, 2, 10, rngs=nnx.Rngs(0)))
+        ('CNN', True)
     """
     if not isinstance(model, SpotTune):
         raise ValueError(f"merge_spottune takes a SpotTune model; got {type(model).__name__}.")

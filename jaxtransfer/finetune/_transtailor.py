@@ -211,6 +211,15 @@ def prune_filters(model: nnx.Module, keep: dict[str, Sequence[int]]) -> nnx.Modu
     (producer outputs, per-channel parameters, the consumer's input rows and its scales). Groups not named keep all.
 
     The result equals the scaled model with alpha_c = 0 for every removed channel (the masked model).
+
+    Example:
+        >>> from flax import nnx
+        >>> from jaxtransfer.finetune import count_params, inject_tailor_scales
+        >>> from jaxtransfer.models import CNN
+        >>> scaled = inject_tailor_scales(CNN(3, 8, 2, 10, norm="batch", rngs=nnx.Rngs(0)))
+        >>> small = prune_filters(scaled, {"blocks.0.conv2": [0, 2, 5]})  # 3 of block 0's 8 inner filters stay
+        >>> small.blocks[0].conv1.out_features, count_params(small) < count_params(scaled)
+        (3, True)
     """
     model = nnx.clone(model)
     sites = dict((path_str(p), p) for p, _ in _scaled_sites(model))
@@ -236,6 +245,14 @@ def prune_filters(model: nnx.Module, keep: dict[str, Sequence[int]]) -> nnx.Modu
 def fold_tailor_scales(model: nnx.Module) -> nnx.Module:
     """Importance-aware weights: a copy with every :class:`TailorScaled` replaced by its consumer whose kernel rows
     are multiplied by alpha (W_c <- alpha_c W_c): the same function, the original layer types.
+
+    Example:
+        >>> from flax import nnx
+        >>> from jaxtransfer.finetune import inject_tailor_scales
+        >>> from jaxtransfer.models import CNN
+        >>> plain = fold_tailor_scales(inject_tailor_scales(CNN(3, 8, 2, 10, norm="batch", rngs=nnx.Rngs(0))))
+        >>> type(plain.blocks[0].conv2).__name__
+        'Conv'
     """
     model = nnx.clone(model)
     for path, site in _scaled_sites(model):
