@@ -148,8 +148,10 @@ def nleep(
     Precision: EM stops when the mean log-likelihood changes by less than ``tol`` (1e-3, scikit-learn's default and
     the published setting). That stopping test is a step function of the data: float32 and float64 runs from the
     same k-means start can stop one EM iteration apart, and where EM converges slowly one iteration moves the score
-    by up to ~1 % (measured: 1.06 % on a 150 x 8 problem). With ``tol=1e-5`` the iterations that remain change the
-    score by less than float32 resolves, and float32 agrees with float64 to ~2e-5 (measured 1.6e-5 there).
+    by up to ~1 % (measured: 1.06 % on a 150 x 8 problem). A smaller ``tol`` narrows the gap, but where float32
+    stops still depends on its last bits (at ``tol=1e-5`` that problem measured 1.6e-5 with one release of the
+    libraries and 1.7e-3 with the next); with ``tol=1e-7`` EM runs on until its steps are below float32's
+    resolution and float32 agrees with float64 to ~4e-5 (measured 3.7e-5 there).
 
     Args:
         features: (n, D); labels: (n,) class ids in [0, C); num_classes: C.
