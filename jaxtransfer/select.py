@@ -107,7 +107,11 @@ class Ranking:
 
     @staticmethod
     def _units(score: str) -> str:
-        units = {"logme": "mean log evidence per sample", "leep": "mean log-likelihood", "nce": "negative entropy"}
+        units = {
+            "logme": "mean log evidence per sample",
+            "leep": "mean log-likelihood",
+            "nce": "negative conditional entropy",
+        }
         return units.get(score, "score units")
 
 

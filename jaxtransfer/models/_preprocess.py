@@ -38,7 +38,7 @@ def _style(model) -> tuple[str, int | None]:
     if isinstance(model, LayerModel):
         return _style(model.backbone)
     if isinstance(model, EfficientNetLite):
-        return "efficientnet", 224
+        return "efficientnet", int(model.config.image_size)  # 224 / 240 / 260 for Lite0 / 1 / 2
     if isinstance(model, ViTSmall):
         return "imagenet", 224
     if isinstance(model, ResNet50Half):

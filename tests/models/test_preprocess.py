@@ -27,6 +27,7 @@ def test_each_backbone_gets_its_published_normalisation_and_resolution(name, ref
 def test_models_and_layer_cuts_are_recognised_and_texts_are_tokenised():
     lite = nnx.eval_shape(lambda: EfficientNetLite(LiteConfig(0.25, 0.3, 32), rngs=nnx.Rngs(0)))
     np.testing.assert_array_equal(preprocess_for(lite, image_size=32)(RAW), efficientnet_preprocess(RAW[..., None], 32))
+    assert preprocess_for(lite)(RAW).shape == (3, 32, 32, 3)  # the model's own resolution (its config's)
     cut = LayerModel(lite, "stage2")
     np.testing.assert_array_equal(preprocess_for(cut, image_size=32)(RAW), efficientnet_preprocess(RAW[..., None], 32))
     vit = nnx.eval_shape(lambda: ViTSmall(rngs=nnx.Rngs(0)))
