@@ -8,8 +8,8 @@ w_i = p_i^2 and q0 = the sum of p_i^2 over zero eigenvalues (no cancellation). E
 working precision (``spectrum_cutoff``) are set to exactly 0, and the D - r zero eigenvalues of F^T F drop out of
 the profile exactly, so nothing is over-counted when n < D (the published fast path drops the log a terms of
 those eigenvalues and over-estimates the score). The global maximum over a / b is found per target by
-``_profile.maximize_profile``; the K targets run together under ``jax.vmap``. The posterior mean at t = a / b is
-m = V z / (t + s) (primal) or F^T U p / (t + s) (dual, by the push-through identity
+``_profile.maximize_profiles`` (the K targets share one grid evaluation, a matrix product). The posterior mean
+at t = a / b is m = V z / (t + s) (primal) or F^T U p / (t + s) (dual, by the push-through identity
 (a I + b F^T F)^-1 F^T = F^T (a I + b F F^T)^-1).
 """
 
@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtransfer.score._evidence import LogMEEvidence
-from jaxtransfer.score._profile import MeanPart, maximize_profile, spectrum_cutoff
+from jaxtransfer.score._profile import MeanPart, maximize_profiles, spectrum_cutoff
 from jaxtransfer.score._targets import Dense, OneHot
 
 __all__: list[str] = []
@@ -34,19 +34,8 @@ def _clean_spectrum(s: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
 
 
 def _solve_all(s, w, q0, yy, n, *, tol, max_iter, mean=None):
-    if mean is None:
-        solve = jax.vmap(
-            lambda w, q0, yy: maximize_profile(s, w, q0, yy, n=n, tol=tol, max_iter=max_iter), in_axes=(1, 0, 0)
-        )
-        return solve(w, q0, yy)
-    mu_sq, mu_c, ybar = mean
-    solve = jax.vmap(
-        lambda w, q0, yy, mu_c, ybar: maximize_profile(
-            s, w, q0, yy, n=n, tol=tol, max_iter=max_iter, mean=MeanPart(mu_sq, mu_c, ybar)
-        ),
-        in_axes=(1, 0, 0, 1, 0),
-    )
-    return solve(w, q0, yy, mu_c, ybar)
+    mean = None if mean is None else MeanPart(*mean)
+    return maximize_profiles(s, w, q0, yy, n=n, tol=tol, max_iter=max_iter, mean=mean)
 
 
 def _coefficients(x: jax.Array, s: jax.Array, pos: jax.Array, t: jax.Array) -> jax.Array:

@@ -45,6 +45,9 @@ _LOG_2PI = math.log(2 * math.pi)
 _INV_PHI = (math.sqrt(5.0) - 1.0) / 2.0
 
 GRID_SIZE = 256
+# Points of each target's own grid below the spectrum, where its profile is smooth (at most one maximum there).
+_LOW_GRID = 16
+_HI = jax.lax.Precision.HIGHEST
 # Margin of the grid beyond the eigenvalue range, in units of log t: outside [log s_min - M, log s_max + M] every
 # term of P'(u) is within e^-M of its limit, so P is monotone there up to that relative amount.
 _MARGIN = 12.0
@@ -123,22 +126,22 @@ class MeanPart(NamedTuple):
     """The rank-one mean term when the spectrum is that of the centred Gram matrix C^T C (see ``maximize_profile``)."""
 
     mu_sq: jax.Array  # (r,) (W^T mu)_i^2 over all eigenvectors W of C^T C, zero eigenvalues included
-    mu_c: jax.Array  # (r,) (W^T mu)_i (W^T C^T y)_i
-    ybar: jax.Array  # mean of y
+    mu_c: jax.Array  # (r, K) (W^T mu)_i (W^T C^T y_k)_i
+    ybar: jax.Array  # (K,) the means of the targets
 
 
-def maximize_profile(
+def maximize_profiles(
     s: jax.Array,
     w: jax.Array,
     q0: jax.Array,
     yy: jax.Array,
     *,
-    n: int,
+    n,
     tol: jax.Array,
     max_iter: int,
     mean: MeanPart | None = None,
 ) -> ProfileMaximum:
-    """The global maximum over u = log(a / b) of one target's profile evidence P(u).
+    """The global maximum over u = log(a / b) of the profile evidence P(u) of each of K targets.
 
     With ``mean``, ``s``, ``w`` and ``q0`` describe the centred problem (C = F - 1 mu^T, y_c = y - ybar): F^T F =
     C^T C + n mu mu^T is a rank-one update, and with M = C^T C + t I, w_c = M^-1 C^T y_c, alpha = mu^T M^-1 mu,
@@ -150,70 +153,114 @@ def maximize_profile(
     term stays a sum of positive numbers, and the eigendecomposition is that of C^T C, whose small eigenvalues
     float32 resolves where those of F^T F (dominated by n mu mu^T for features with a large mean) are lost.
 
+    The targets share the eigenvalues, so the main grid (``GRID_SIZE`` points over the eigenvalue range with
+    margin) is evaluated for all of them at once: sigmoid(u_g - log s_i) is one (G, r) matrix and the sums over
+    the spectrum are a (G, r) x (r, K) matrix product, O(G r) transcendentals in all instead of O(G r K). Each
+    target adds ``_LOW_GRID`` points of its own below the spectrum (where its profile may still rise, see the
+    module docstring), then its refinement.
+
     Args:
         s: (r,) eigenvalues, exactly 0 where they are zero to working precision.
-        w: (r,) non-negative weights of y^T y along the eigenvectors, 0 where ``s`` is 0.
-        q0: scalar >= 0, the least-squares residual y^T y - sum_i w_i.
-        yy: scalar y^T y > 0.
-        n: number of samples.
+        w: (r, K) non-negative weights of y_k^T y_k along the eigenvectors, 0 where ``s`` is 0.
+        q0: (K,) >= 0, the least-squares residuals y_k^T y_k - sum_i w_ik.
+        yy: (K,) y_k^T y_k > 0.
+        n: number of samples (a Python number or a traced scalar).
         tol: width of the final bracket in log t.
         max_iter: cap on golden-section iterations.
+        mean: ``MeanPart`` with ``mu_sq`` (r,), ``mu_c`` (r, K) and ``ybar`` (K,), or None.
+
+    Returns:
+        A :class:`ProfileMaximum` whose fields are (K,).
     """
     dtype = s.dtype
     eps = jnp.finfo(dtype).eps
     pos = s > 0
     r = jnp.sum(pos, dtype=dtype)  # the rank, as a float: it enters the bounds below
     ls = jnp.where(pos, jnp.log(jnp.where(pos, s, 1.0)), -jnp.inf)
+    s_safe = jnp.where(pos, s, 1.0)
     full_rank = r == n  # only possible in the dual form (n <= D): the b -> inf edge is finite
     floor = jnp.maximum(r, 1).astype(dtype) * eps * yy
     exact_fit = ~full_rank & (q0 <= floor)
     # With all n eigenvalues positive y lies in their span: q0 is 0 (what is computed is rounding noise).
     q0 = jnp.where(full_rank, 0.0, jnp.maximum(q0, floor))
 
-    def mean_terms(u):
-        """(n alpha, n (ybar - mu^T w_c)^2 / (1 + n alpha)), or zeros without a mean part."""
-        if mean is None:
-            return 0.0, 0.0
-        inv = jnp.exp(-u) * jax.nn.sigmoid(u - ls)  # 1 / (t + s_i), also for s_i = 0
-        n_alpha = n * jnp.sum(mean.mu_sq * inv)
-        return n_alpha, n * jnp.square(mean.ybar - jnp.sum(mean.mu_c * inv)) / (1.0 + n_alpha)
-
-    def q_and_n_alpha(u):
-        n_alpha, extra = mean_terms(u)
-        return q0 + jnp.sum(w * jax.nn.sigmoid(u - ls)) + extra, n_alpha  # t / (t + s) = sigmoid(log t - log s)
-
-    def profile(u):
-        q, n_alpha = q_and_n_alpha(u)
-        return null_evidence(n, q) - (0.5 / n) * (jnp.sum(jax.nn.softplus(ls - u)) + jnp.log1p(n_alpha))
-
-    # Grid range: the eigenvalue range with margin; with q0 > 0 and r < n, P rises as t falls below s_min until
-    # t* = r q0 / ((n - r) sum_i w_i / s_i), which can lie far below s_min when q0 is small.
     any_pos = r > 0
     ls_max = jnp.where(any_pos, jnp.max(ls), 0.0)
     ls_min = jnp.where(any_pos, jnp.min(jnp.where(pos, ls, jnp.inf)), 0.0)
-    c = jnp.sum(jnp.where(pos, w / jnp.where(pos, s, 1.0), 0.0))  # dQ/dt at t = 0
-    t_star = r * q0 / (jnp.maximum(n - r, 1) * c)
-    u_star = jnp.where(~full_rank & (c > 0) & (t_star > 0), jnp.log(t_star), jnp.inf)
-    u_lo = jnp.minimum(ls_min - _MARGIN, u_star - 4.0)
-    u_hi = ls_max + _MARGIN
-    grid = jnp.linspace(u_lo, u_hi, GRID_SIZE, dtype=dtype)
-    u_best, f_best, it, converged = refine_maximum(profile, grid, jax.vmap(profile)(grid), tol=tol, max_iter=max_iter)
-    t_best, q_best = jnp.exp(u_best), q_and_n_alpha(u_best)[0]
-    if mean is not None:  # the residual left at the smallest t must be at rounding level too for an exact fit
-        exact_fit = exact_fit & (mean_terms(u_lo)[1] <= floor)
+    main = jnp.linspace(ls_min - _MARGIN, ls_max + _MARGIN, GRID_SIZE, dtype=dtype)  # (G,)
 
-    # The edges.
-    f_null = null_evidence(n, yy)
-    s_safe = jnp.where(pos, s, 1.0)
-    quad = jnp.sum(jnp.where(pos, w / s_safe, 0.0))  # y^T (F F^T)^-1 y
-    f_free = noise_free_evidence(n, quad, jnp.sum(jnp.where(pos, ls, 0.0)))
-    f_free = jnp.where(full_rank, f_free, -jnp.inf)
-    evidence, take_null, take_free = best_of(f_best, f_null, f_free)
-    t = jnp.where(take_null, jnp.inf, jnp.where(take_free, 0.0, t_best))
-    b_best = n / q_best
-    alpha = jnp.where(take_null, jnp.inf, jnp.where(take_free, n / quad, t_best * b_best))
-    beta = jnp.where(take_null, n / yy, jnp.where(take_free, jnp.inf, b_best))
-    return ProfileMaximum(evidence, alpha, beta, t, it, converged | take_null | take_free, exact_fit & ~take_null)
+    # The main grid for every target at once.
+    sig = jax.nn.sigmoid(main[:, None] - ls[None, :])  # (G, r): t / (t + s_i)
+    log_det = jnp.sum(jax.nn.softplus(ls[None, :] - main[:, None]), axis=1)  # (G,) sum_i log(1 + s_i / t)
+    q = q0[None, :] + jnp.matmul(sig, w, precision=_HI)  # (G, K)
+    if mean is not None:
+        inv = jnp.exp(-main)[:, None] * sig  # (G, r): 1 / (t + s_i), also for s_i = 0
+        n_alpha = n * jnp.matmul(inv, mean.mu_sq, precision=_HI)  # (G,)
+        fit = jnp.matmul(inv, mean.mu_c, precision=_HI)  # (G, K)
+        q = q + n * jnp.square(mean.ybar[None, :] - fit) / (1.0 + n_alpha[:, None])
+        log_det = log_det + jnp.log1p(n_alpha)
+    main_values = null_evidence(n, q) - (0.5 / n) * log_det[:, None]  # (G, K)
+
+    def one(w, q0, yy, floor, exact_fit, values, mu_c, ybar):
+        def mean_terms(u):
+            """(n alpha, n (ybar - mu^T w_c)^2 / (1 + n alpha)), or zeros without a mean part."""
+            if mean is None:
+                return 0.0, 0.0
+            inv = jnp.exp(-u) * jax.nn.sigmoid(u - ls)  # 1 / (t + s_i), also for s_i = 0
+            n_alpha = n * jnp.sum(mean.mu_sq * inv)
+            return n_alpha, n * jnp.square(ybar - jnp.sum(mu_c * inv)) / (1.0 + n_alpha)
+
+        def q_and_n_alpha(u):
+            n_alpha, extra = mean_terms(u)
+            return q0 + jnp.sum(w * jax.nn.sigmoid(u - ls)) + extra, n_alpha  # t / (t + s) = sigmoid(u - log s)
+
+        def profile(u):
+            q, n_alpha = q_and_n_alpha(u)
+            return null_evidence(n, q) - (0.5 / n) * (jnp.sum(jax.nn.softplus(ls - u)) + jnp.log1p(n_alpha))
+
+        # Below the spectrum: with q0 > 0 and r < n, P rises as t falls below s_min until
+        # t* = r q0 / ((n - r) sum_i w_i / s_i), which can lie far below s_min when q0 is small.
+        c = jnp.sum(jnp.where(pos, w / s_safe, 0.0))  # dQ/dt at t = 0
+        t_star = r * q0 / (jnp.maximum(n - r, 1) * c)
+        u_star = jnp.where(~full_rank & (c > 0) & (t_star > 0), jnp.log(t_star), jnp.inf)
+        u_lo = jnp.minimum(ls_min - _MARGIN, u_star - 4.0)
+        width = main[0] - u_lo
+        low = u_lo + width * jnp.arange(_LOW_GRID, dtype=dtype) / _LOW_GRID  # (L,), below main[0]
+        low_values = jnp.where(width > 0, jax.vmap(profile)(low), -jnp.inf)
+        grid = jnp.concatenate([low, main])
+        u_best, f_best, it, converged = refine_maximum(
+            profile, grid, jnp.concatenate([low_values, values]), tol=tol, max_iter=max_iter
+        )
+        t_best, q_best = jnp.exp(u_best), q_and_n_alpha(u_best)[0]
+        if mean is not None:  # the residual left at the smallest t must be at rounding level too for an exact fit
+            exact_fit = exact_fit & (mean_terms(u_lo)[1] <= floor)
+
+        # The edges.
+        f_null = null_evidence(n, yy)
+        quad = jnp.sum(jnp.where(pos, w / s_safe, 0.0))  # y^T (F F^T)^-1 y
+        f_free = noise_free_evidence(n, quad, jnp.sum(jnp.where(pos, ls, 0.0)))
+        f_free = jnp.where(full_rank, f_free, -jnp.inf)
+        evidence, take_null, take_free = best_of(f_best, f_null, f_free)
+        t = jnp.where(take_null, jnp.inf, jnp.where(take_free, 0.0, t_best))
+        b_best = n / q_best
+        alpha = jnp.where(take_null, jnp.inf, jnp.where(take_free, n / quad, t_best * b_best))
+        beta = jnp.where(take_null, n / yy, jnp.where(take_free, jnp.inf, b_best))
+        return ProfileMaximum(evidence, alpha, beta, t, it, converged | take_null | take_free, exact_fit & ~take_null)
+
+    k = q0.shape[0]
+    mu_c = mean.mu_c if mean is not None else jnp.zeros((1, k), dtype)
+    ybar = mean.ybar if mean is not None else jnp.zeros((k,), dtype)
+    return jax.vmap(one, in_axes=(1, 0, 0, 0, 0, 1, 1, 0))(w, q0, yy, floor, exact_fit, main_values, mu_c, ybar)
+
+
+def maximize_profile(s, w, q0, yy, *, n, tol, max_iter, mean: MeanPart | None = None) -> ProfileMaximum:
+    """One target's :func:`maximize_profiles`: ``w`` (r,), ``q0`` and ``yy`` scalars, ``mean.mu_c`` (r,)."""
+    if mean is not None:
+        mean = MeanPart(mean.mu_sq, mean.mu_c[:, None], jnp.reshape(mean.ybar, (1,)))
+    res = maximize_profiles(
+        s, w[:, None], jnp.reshape(q0, (1,)), jnp.reshape(yy, (1,)), n=n, tol=tol, max_iter=max_iter, mean=mean
+    )
+    return jax.tree.map(lambda a: a[0], res)
 
 
 def null_evidence(n, yy: jax.Array) -> jax.Array:
