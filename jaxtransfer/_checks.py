@@ -101,6 +101,35 @@ def check_features(features, name: str = "features", *, min_samples: int = 2) ->
     return out
 
 
+def host_features(features, name: str = "features", *, min_samples: int = 2) -> tuple[np.ndarray, np.dtype, float]:
+    """:func:`check_features` for concrete input, on the host and without a copy: returns (the array as numpy,
+    the dtype the scores compute in, max |f|).
+
+    A jax array on the CPU is viewed, not copied; a numpy array is returned as it is (a float64 one is converted
+    to float32 later, block by block, when x64 is off). The NaN/Inf check is two reductions without temporaries:
+    max(f) and min(f) are both finite exactly when every entry is (NaN propagates through both). Nothing here
+    compiles, so the checks cost the same at every n.
+    """
+    arr = as_array(features, name)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array of shape (n, D) (one row per sample); got shape {arr.shape}.")
+    n, d = arr.shape
+    if n < min_samples:
+        raise ValueError(f"{name} must have at least {min_samples} samples (rows); got {n}.")
+    if d < 1:
+        raise ValueError(f"{name} must have at least one feature (column); got shape {arr.shape}.")
+    dtype = float_dtype(arr)
+    host = np.asarray(arr)
+    hi, lo = host.max(), host.min()
+    # Compared in the compute dtype: a float64 value beyond float32's range is not finite once converted.
+    with np.errstate(over="ignore", invalid="ignore"):
+        finite = np.isfinite(np.asarray(hi, dtype)) and np.isfinite(np.asarray(lo, dtype))
+        bad = 0 if finite else int(np.count_nonzero(~np.isfinite(host.astype(dtype))))
+    if not finite:
+        raise ValueError(f"{name} contains {bad} NaN or Inf value(s); remove or impute them first.")
+    return host, dtype, float(max(abs(float(hi)), abs(float(lo))))
+
+
 def check_class_labels(
     labels,
     n: int,
@@ -146,7 +175,8 @@ def check_class_labels(
         if hi_own > np.iinfo(np.int32).max or (num_classes is not None and hi_own >= num_classes):
             bound = f"num_classes={num_classes}" if num_classes is not None else "2**31 - 1"
             raise ValueError(f"{name} must be < {bound}; got {hi_own} (dtype {arr.dtype}).")
-    out = jnp.asarray(arr, dtype=jnp.int32)
+    # numpy input is cast on the host (a device cast would compile once per length n)
+    out = jnp.asarray(arr.astype(np.int32) if isinstance(arr, np.ndarray) else arr, dtype=jnp.int32)
     if not _is_concrete(out):
         if num_classes is None:
             raise ValueError(
@@ -206,6 +236,29 @@ def check_targets(targets, n: int, *, reject_zero: bool = True) -> jax.Array:
                 f"target column(s) {', '.join(map(str, zero))} are identically zero: the evidence is "
                 "unbounded. Drop them."
             )
+    return out
+
+
+def host_targets(targets, n: int) -> np.ndarray:
+    """:func:`check_targets` (``reject_zero=True``) for concrete input, in numpy: returns (n, K) float64."""
+    arr = as_array(targets, "targets")
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"targets must have shape (n,) or (n, K); got shape {arr.shape}.")
+    if arr.shape[0] != n:
+        raise ValueError(f"targets has {arr.shape[0]} rows but features has {n} samples (rows).")
+    if arr.shape[1] < 1:
+        raise ValueError(f"targets must have at least one column; got shape {arr.shape}.")
+    out = np.asarray(arr, np.float64)
+    cast = out.astype(float_dtype(arr))  # the values as the scores see them
+    if not np.isfinite(cast).all():
+        raise ValueError("targets contain NaN or Inf values; remove or impute them first.")
+    zero = np.flatnonzero(np.all(cast == 0, axis=0))
+    if zero.size:
+        raise ValueError(
+            f"target column(s) {', '.join(map(str, zero))} are identically zero: the evidence is unbounded. Drop them."
+        )
     return out
 
 

@@ -57,10 +57,13 @@ class LogMEEvidence:
     exact_fit: jax.Array
 
 
-def check_result(result: LogMEEvidence, max_iter: int, method: str, where: str = "LogME") -> None:
+def check_result(
+    result: LogMEEvidence, max_iter: int, method: str, where: str = "LogME", *, stacklevel: int = 3
+) -> None:
     """Raises on a non-finite evidence (never returned silently); warns about targets that hit ``max_iter``.
 
-    ``where`` starts every message (e.g. ``"LogME of model 3"``).
+    ``where`` starts every message (e.g. ``"LogME of model 3"``); ``stacklevel`` is that of the warnings, counted
+    from this function (3: the caller of its caller).
     """
     if isinstance(result.converged, jax.core.Tracer):
         return
@@ -81,7 +84,7 @@ def check_result(result: LogMEEvidence, max_iter: int, method: str, where: str =
             "and the value returned is limited by the precision, not by the data. Remove such targets, add noise, "
             "or compare models on other targets.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     stuck = np.flatnonzero(~np.asarray(result.converged))
     if stuck.size:
@@ -89,5 +92,5 @@ def check_result(result: LogMEEvidence, max_iter: int, method: str, where: str =
             f"{where}: the maximum of target(s) {stuck[:10].tolist()} was not located to tol in "
             f"max_iter={max_iter} iterations; the score is the best value found. Raise max_iter.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )

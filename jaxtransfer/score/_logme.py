@@ -7,7 +7,8 @@ isotropic Gaussian prior w ~ N(0, a^-1 I) and Gaussian noise of precision b is f
 maximising its log evidence L_k(a, b) over (a, b); LogME is (1/K) sum_k L_k / n. Higher means the features
 explain the targets better with less tuning: a better model to transfer. See ``_evidence.py`` for the evidence,
 ``_profile.py`` for its global maximisation over a / b, ``_logme_optimized.py`` and ``_logme_naive.py`` for the
-two algorithms.
+two algorithms, and ``_blocked.py`` for the row-block moments that in-memory input with n > D goes through (one
+compilation per (D, K) whatever n is; half of the Gram matrix, ``_gram.py``).
 
 Precision: in float64 (``jax.config.update("jax_enable_x64", True)`` and float64 inputs) both methods agree
 with a brute-force float64 maximiser to ~1e-12 relative (tested at 1e-7). In float32 the optimised method stays
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtransfer import _checks
+from jaxtransfer.score._blocked import blocked_evidence
 from jaxtransfer.score._evidence import LogMEEvidence, check_result
 from jaxtransfer.score._logme_naive import naive_evidence
 from jaxtransfer.score._logme_optimized import optimized_evidence
@@ -45,6 +47,55 @@ def _classification(features, labels, tol, *, num_classes, method, max_iter):
 @functools.partial(jax.jit, static_argnames=("method", "max_iter"))
 def _regression(features, targets, tol, *, method, max_iter):
     return _ALGORITHMS[method](features, Dense(targets), tol=tol, max_iter=max_iter)
+
+
+def _concrete(*arrays) -> bool:
+    return not any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
+def _fit(features, labels, regression, num_classes, tol, max_iter, method, *, weights) -> LogMEEvidence:
+    """Checks the inputs and runs the chosen algorithm; ``weights=False`` may leave ``weights`` as ``None``.
+
+    Concrete (not traced) input with n > D and the optimised method takes the row-block path (``_blocked``):
+    checked on the host and compiled once per (D, K), whatever n is. Traced input (inside the caller's ``jit`` or
+    ``vmap``), n <= D and the naive method run one jit-compiled function of the whole matrix.
+    """
+    _checks.check_flag(regression, "regression")
+    if method == "optimized" and _concrete(features, labels):
+        features = _checks.as_array(features, "features")  # no copy of an array; a list is converted once
+        n, d = features.shape if features.ndim == 2 else (0, 0)
+        if n > d:
+            _checks.check_iteration(tol, max_iter)
+            host, dtype, top = _checks.host_features(features)
+            if regression:
+                if num_classes is not None:
+                    raise ValueError("num_classes applies to classification only; drop it or regression=True.")
+                y, c = _checks.host_targets(labels, n), None
+            else:
+                lab, c = _checks.check_class_labels(labels, n, num_classes)
+                y = np.asarray(lab)
+            exponent = int(np.frexp(top)[1])
+            result = blocked_evidence(host, dtype, exponent, y, c, tol=tol, max_iter=max_iter, weights=weights)
+            return _unscaled(result, jnp.ldexp(jnp.ones((), dtype), exponent), max_iter, method)
+    f, y, c = _checks.check_logme_inputs(features, labels, regression, num_classes, tol, max_iter, method)
+    tol = jnp.asarray(tol, f.dtype)
+    # The maximised evidence is invariant to the feature scale; dividing by a power of two is exact, so the
+    # score is the same at every finite scale and F^T F can neither overflow nor underflow (e.g. at 1e+-10 in
+    # float32). The weights and alpha are mapped back: F m = (F / s)(s m), and a' = a / s^2 for the scaled F.
+    scaled, scale = _checks.power_of_two_rescale(f)
+    if c is None:
+        result = _regression(scaled, y, tol, method=method, max_iter=max_iter)
+    else:
+        result = _classification(scaled, y, tol, num_classes=c, method=method, max_iter=max_iter)
+    return _unscaled(result, scale, max_iter, method)
+
+
+def _unscaled(result: LogMEEvidence, scale, max_iter: int, method: str) -> LogMEEvidence:
+    """The result for F from that for F / scale (weights times 1 / scale, alpha times scale^2), checked."""
+    weights = None if result.weights is None else result.weights / scale
+    result = dataclasses.replace(result, weights=weights, alpha=result.alpha * scale**2)
+    check_result(result, max_iter, method, stacklevel=5)
+    return result
 
 
 def logme_evidence(
@@ -71,6 +122,11 @@ def logme_evidence(
         method: ``"optimized"`` (one eigendecomposition, O(D) per target and evaluation) or ``"naive"``
             (a Cholesky factorisation per evaluation, O(D^3)). Both return the global maximum.
 
+    Compilation: with the optimised method, concrete input with n > D is checked on the host and reduced to its
+    centred moments over blocks of 2048 rows (the last one padded to a power of two and masked), so calls with
+    n = 9999, 10000 and 10001 share one compilation per (D, K); the checks and the blocking cost no copy of a
+    float32 input. Traced input (inside your ``jax.jit`` / ``jax.vmap``) and n <= D compile per shape.
+
     Returns:
         A :class:`LogMEEvidence` with ``evidence`` (K,) = L_k / n, ``alpha``, ``beta`` (K,), ``weights`` (K, D),
         ``num_iter``, ``converged`` and ``exact_fit`` (K,).
@@ -91,19 +147,7 @@ def logme_evidence(
         >>> logme_evidence(f, jnp.array([0, 0, 1, 1])).evidence.shape
         (2,)
     """
-    f, y, c = _checks.check_logme_inputs(features, labels, regression, num_classes, tol, max_iter, method)
-    tol = jnp.asarray(tol, f.dtype)
-    # The maximised evidence is invariant to the feature scale; dividing by a power of two is exact, so the
-    # score is the same at every finite scale and F^T F can neither overflow nor underflow (e.g. at 1e+-10 in
-    # float32). The weights and alpha are mapped back: F m = (F / s)(s m), and a' = a / s^2 for the scaled F.
-    scaled, scale = _checks.power_of_two_rescale(f)
-    if c is None:
-        result = _regression(scaled, y, tol, method=method, max_iter=max_iter)
-    else:
-        result = _classification(scaled, y, tol, num_classes=c, method=method, max_iter=max_iter)
-    result = dataclasses.replace(result, weights=result.weights / scale, alpha=result.alpha * scale**2)
-    check_result(result, max_iter, method)
-    return result
+    return _fit(features, labels, regression, num_classes, tol, max_iter, method, weights=True)
 
 
 @register_score(regression=True, from_stats=logme_from_stats, reference="You, Liu, Wang and Long, ICML 2021")
@@ -139,16 +183,7 @@ def logme(
         >>> bool(logme(good, y) > logme(bad, y))
         True
     """
-    result = logme_evidence(
-        features,
-        labels,
-        regression=regression,
-        num_classes=num_classes,
-        tol=tol,
-        max_iter=max_iter,
-        method=method,
-    )
-    return jnp.mean(result.evidence)
+    return jnp.mean(_fit(features, labels, regression, num_classes, tol, max_iter, method, weights=False).evidence)
 
 
 class LogME:

@@ -83,7 +83,9 @@ def centred_evidence(features: jax.Array, targets: OneHot | Dense, *, tol: float
     )
 
 
-def moments_evidence(gram_c, mu, cross_c, sums, yy, yc_sq, n, *, tol: float, max_iter: int) -> LogMEEvidence:
+def moments_evidence(
+    gram_c, mu, cross_c, sums, yy, yc_sq, n, *, tol: float, max_iter: int, weights: bool = True
+) -> LogMEEvidence:
     """Maximised evidence of every target from centred moments (what ``centred_evidence`` and the streaming
     statistics compute).
 
@@ -93,6 +95,8 @@ def moments_evidence(gram_c, mu, cross_c, sums, yy, yc_sq, n, *, tol: float, max
         cross_c: (D, K) C^T Y.
         sums: (K,) 1^T y_k;  yy: (K,) y_k^T y_k;  yc_sq: (K,) ||y_k - mean(y_k)||^2.
         n: the number of samples.
+        weights: compute the posterior mean weights (D^2 K work); with ``False`` the result's ``weights`` is
+            ``None`` (what the score alone needs).
     """
     d = gram_c.shape[0]
     ybar = sums / n
@@ -104,6 +108,8 @@ def moments_evidence(gram_c, mu, cross_c, sums, yy, yc_sq, n, *, tol: float, max
     q0 = yc_sq - jnp.sum(w, axis=0)  # ||y_c||^2 - sum_i w_i
     mu_r = jnp.matmul(v.T, mu, precision=_HI)  # (D,)
     res = _solve_all(s, w, q0, yy, n, tol=tol, max_iter=max_iter, mean=(jnp.square(mu_r), mu_r[:, None] * zc, ybar))
+    if not weights:
+        return LogMEEvidence(res.evidence, res.alpha, res.beta, None, res.num_iter, res.converged, res.exact_fit)
     # Posterior mean m = (F^T F + t I)^-1 F^T y by Sherman-Morrison on M = C^T C + t I.
     t = jnp.where(jnp.isfinite(res.t), res.t, 0.0)
     inv = jnp.where(pos[:, None] | (t[None, :] > 0), 1.0 / (t[None, :] + s[:, None]), 0.0)  # (D, K)

@@ -6,7 +6,6 @@ at 1e-3 relative (the documented float32 precision). Invariances that change the
 (feature scaling) are checked with tol=1e-8 so that convergence error does not enter.
 """
 
-import importlib
 import itertools
 import warnings
 
@@ -343,13 +342,22 @@ def test_estimator_works_with_sklearn_model_selection():
     assert reg.score(fr[200:], y[200:]) == pytest.approx(r2_score(y[200:], np.asarray(reg.predict(fr[200:]))))
 
 
-def test_second_call_with_same_shapes_does_not_recompile():
-    module = importlib.import_module("jaxtransfer.score._logme")
-    f, labels = _classification_data(12, 100, 8, 3)
+@pytest.mark.parametrize("n", [100, 6])  # the row-block path (n > D) and the whole-matrix dual path (n <= D)
+def test_second_call_with_same_shapes_does_not_recompile(n):
+    f, labels = _classification_data(12, n, 8, 3)
     logme(f, labels)
-    before = module._classification._cache_size()
-    logme(f + 1.0, labels[::-1].copy(), tol=1e-4)
-    assert module._classification._cache_size() == before
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        logme(f + 1.0, labels[::-1].copy(), tol=1e-4)
+    finally:
+        jax.monitoring.clear_event_listeners()
+    assert compiles == []
 
 
 def test_usable_inside_jit_with_num_classes():
