@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench._common import planted_features, save, time_call
-from jaxtransfer import _checks, logme, logme_evidence
+from jaxtransfer import _checks, logme, logme_evidence, logme_many
 from jaxtransfer.score._gram import upper_gram
 from jaxtransfer.score._profile import maximize_profiles
 
@@ -157,6 +157,51 @@ def speed_table(sizes) -> list[dict]:
     return rows
 
 
+def many_vs_loop(n: int, d: int, k: int, models: int) -> dict:
+    """``logme_many`` of ``models`` feature sets of one width against a Python loop of ``logme``: warm best of 3,
+    and the first call (compiling) of each in a fresh process."""
+    feats = [planted_features(n, d, k, seed=s)[0] for s in range(models)]
+    y = planted_features(n, d, k)[1]
+    cold = subprocess.run(
+        [sys.executable, "-c", _MANY_COLD, str(n), str(d), str(k), str(models)], capture_output=True, text=True
+    )
+    cold_row = json.loads(cold.stdout.strip().splitlines()[-1])
+    row = {
+        "n": n,
+        "D": d,
+        "K": k,
+        "models": models,
+        "many_s": time_call(lambda: logme_many(feats, y, num_classes=k).block_until_ready()),
+        "loop_s": time_call(lambda: [logme(f, y, num_classes=k).block_until_ready() for f in feats]),
+        **cold_row,
+    }
+    row["loop_over_many"] = row["loop_s"] / row["many_s"]
+    print(
+        f"\nlogme_many of {models} models (n={n}, D={d}, K={k}) vs a loop of logme: warm {row['many_s']:.3f} s vs "
+        f"{row['loop_s']:.3f} s (loop / many {row['loop_over_many']:.2f}); first calls in a fresh process "
+        f"{row['many_first_s']:.2f} s vs {row['loop_first_s']:.2f} s"
+    )
+    return row
+
+
+_MANY_COLD = textwrap.dedent(
+    """
+    import json, sys, time
+    from bench._common import planted_features
+    from jaxtransfer import logme, logme_many
+    n, d, k, models = (int(a) for a in sys.argv[1:5])
+    feats = [planted_features(n, d, k, seed=s)[0] for s in range(models)]
+    y = planted_features(n, d, k)[1]
+    t = time.perf_counter(); [logme(f, y, num_classes=k).block_until_ready() for f in feats]
+    loop = time.perf_counter() - t
+    # a different width, so that nothing compiled for the loop is reused
+    feats = [f[:, :-1] for f in feats]
+    t = time.perf_counter(); logme_many(feats, y, num_classes=k).block_until_ready()
+    print(json.dumps({"loop_first_s": loop, "many_first_s": time.perf_counter() - t}))
+    """
+)
+
+
 _STREAM = textwrap.dedent(
     """
     import json, resource, sys, time
@@ -253,16 +298,19 @@ def main() -> None:
         table = speed_table([(2000, 128, 10), (4000, 256, 20)])
         stream = streaming([(40000, 128, 10, True), (200000, 128, 10, False)])
         shard = sharded(8000, 64, 5)
+        many = many_vs_loop(2000, 128, 10, 4)
     else:
         sizes = [(2000, 512, 10), (10000, 1024, 100), (10000, 2048, 100), (50000, 2048, 1000)]
         table = speed_table(sizes)
         stream = streaming([(100000, 1024, 10, False), (1000000, 1024, 10, True)])
         shard = sharded(80000, 512, 10)
+        many = many_vs_loop(10000, 512, 100, 8)
     # The evidence of one realistic target through the public API, for the record of iterations used.
     f, y = planted_features(2000, 128, 10)
     iters = np.asarray(logme_evidence(f, y).num_iter).tolist()
     name = "logme_speed_quick" if args.quick else "logme_speed"
-    path = save(name, {"table": table, "streaming": stream, "sharded": shard, "iterations_example": iters})
+    payload = {"table": table, "streaming": stream, "sharded": shard, "many": many, "iterations_example": iters}
+    path = save(name, payload)
     print(f"\nsaved {path}")
 
 

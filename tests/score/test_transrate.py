@@ -1,3 +1,4 @@
+import jax
 import numpy as np
 import pytest
 from scipy import linalg
@@ -31,3 +32,14 @@ def test_transrate_rejects_bad_eps():
     f, y = classification(0)
     with pytest.raises(ValueError, match="eps must be positive"):
         transrate(f, y, eps=0.0)
+
+
+def test_transrate_imbalanced_and_traced_labels_match_oracle(x64):
+    """Class blocks of the largest class size (eager) and of n rows (traced labels) give the oracle's value."""
+    rng = np.random.default_rng(7)
+    y = np.concatenate([np.zeros(1, int), np.ones(5, int), np.full(90, 2), np.full(17, 3)])[rng.permutation(113)]
+    f = rng.normal(size=(113, 7)) + 0.5 * np.eye(4, 7)[y]
+    expected = transrate_oracle(f, y)
+    assert float(transrate(f, y)) == pytest.approx(expected, rel=1e-9)
+    traced = jax.jit(lambda a, b: transrate(a, b, num_classes=4))(f, y)
+    assert float(traced) == pytest.approx(expected, rel=1e-9)
