@@ -7,6 +7,8 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import scipy.stats
 from jax.scipy.stats import rankdata
 
 from jaxtransfer import _checks
@@ -23,6 +25,21 @@ def _row_correlation(x):
     c = x - jnp.mean(x, axis=1, keepdims=True)
     c = c / jnp.linalg.norm(c, axis=1, keepdims=True)
     return jnp.matmul(c, c.T, precision=_HI)
+
+
+def _host_ranks(d: np.ndarray) -> np.ndarray:
+    return scipy.stats.rankdata(np.asarray(d)).astype(d.dtype)
+
+
+def _average_ranks(d: jax.Array) -> jax.Array:
+    """Ranks 1..M of d (M,), ties sharing their mean rank. On the CPU through numpy's sort (scipy's rankdata; XLA's
+    CPU sort of 5e5 floats took 0.19 s against numpy's 0.05 s here), elsewhere XLA's (``jax.scipy.stats``)."""
+    shape = jax.ShapeDtypeStruct(d.shape, d.dtype)
+
+    def host(x):
+        return jax.pure_callback(_host_ranks, shape, x, vmap_method="sequential")
+
+    return jax.lax.platform_dependent(d, cpu=host, default=lambda x: rankdata(x).astype(x.dtype))
 
 
 def _unit(a):
@@ -61,7 +78,11 @@ def _parc(f, labels, *, num_classes, pca_dim):
     tol = 64 * jnp.finfo(f.dtype).eps * math.sqrt(f.shape[1])
     d = feature_dissimilarity
     d = jnp.where(jnp.abs(d) <= tol, 0.0, jnp.where(jnp.abs(d - 2) <= tol, 2.0, d)).astype(d.dtype)
-    return 100 * _pearson(rankdata(d), rankdata(label_dissimilarity))
+    # Spearman = Pearson of the ranks. The label dissimilarity takes two values, so its average ranks are an
+    # increasing affine function of it ((m0 + 1) / 2 for the m0 same-class pairs, m0 + (m1 + 1) / 2 for the
+    # others), and Pearson is invariant to such maps: only the feature dissimilarities need ranking (one sort of
+    # the n (n - 1) / 2 pairs instead of two).
+    return 100 * _pearson(_average_ranks(d), label_dissimilarity)
 
 
 @register_score(reference="Bolya, Mittapalli and Hoffman, NeurIPS 2021")
