@@ -13,6 +13,10 @@ LogME has its own benchmark (``bench.logme_speed``).
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
+import textwrap
 import time
 
 import numpy as np
@@ -61,6 +65,35 @@ def _cases(f, y, probs, f_small):
     }
 
 
+_NLEEP = textwrap.dedent(
+    """
+    import json, sys, time
+    import numpy as np
+    import jaxtransfer as jt
+    from tests.score._data import classification
+    n, d, c = (int(a) for a in sys.argv[1:4])
+    f, y = classification(0, n=n, d=d, c=c)
+    f = f.astype(np.float32)
+    t = time.perf_counter(); float(jt.nleep(f, y)); first = time.perf_counter() - t
+    t = time.perf_counter(); value = float(jt.nleep(f, y)); warm = time.perf_counter() - t
+    hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")]
+    print(json.dumps({"n": n, "D": d, "C": c, "nleep": value, "first_call_s": first, "warm_s": warm,
+                      "peak_rss_mib": int(hwm[0].split()[1]) / 1024}))
+    """
+)
+
+
+def nleep_memory(n: int, d: int, c: int) -> dict:
+    """NLEEP's time and the peak RSS of a fresh process (the mixture's temporaries are the memory risk)."""
+    out = subprocess.run([sys.executable, "-c", _NLEEP, str(n), str(d), str(c)], capture_output=True, text=True)
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    print(
+        f"NLEEP (n={n}, D={d}, C={c}, float32): first call {row['first_call_s']:.1f} s, warm {row['warm_s']:.1f} s, "
+        f"peak RSS {row['peak_rss_mib']:.0f} MiB"
+    )
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -86,7 +119,8 @@ def main() -> None:
         row.update(ratio=peer_s / ours_s, first_call_s=first, ours=value, peer=expected, rel_diff=rel)
         rows.append(row)
         print(f"{name:<20}{shape!s:>14}{peer_s:>10.3f}{ours_s:>10.3f}{row['ratio']:>10.1f}{first:>10.2f}{rel:>10.1e}")
-    path = save("score_speed_quick" if args.quick else "score_speed", {"rows": rows})
+    nleep = nleep_memory(n, d, c)
+    path = save("score_speed_quick" if args.quick else "score_speed", {"rows": rows, "nleep": nleep})
     print(f"saved {path}")
 
 
