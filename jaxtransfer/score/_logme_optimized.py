@@ -33,11 +33,6 @@ def _clean_spectrum(s: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
     return s, s > 0
 
 
-def _solve_all(s, w, q0, yy, n, *, tol, max_iter, mean=None):
-    mean = None if mean is None else MeanPart(*mean)
-    return maximize_profiles(s, w, q0, yy, n=n, tol=tol, max_iter=max_iter, mean=mean)
-
-
 def _coefficients(x: jax.Array, s: jax.Array, pos: jax.Array, t: jax.Array) -> jax.Array:
     """(r, K) x / (t + s) on the positive eigenvalues (0 elsewhere): 0 at t = inf, x / s at t = 0."""
     return jnp.where(pos[:, None], x / (t[None, :] + jnp.where(pos, s, 1.0)[:, None]), 0.0)
@@ -53,7 +48,7 @@ def dual_evidence(features: jax.Array, targets: OneHot | Dense, *, tol: float, m
     pp = jnp.square(p)
     w = jnp.where(pos[:, None], pp, 0.0)
     q0 = jnp.sum(jnp.where(pos[:, None], 0.0, pp), axis=0)
-    res = _solve_all(s, w, q0, yy, n, tol=tol, max_iter=max_iter)
+    res = maximize_profiles(s, w, q0, yy, n=n, tol=tol, max_iter=max_iter)
     coef = _coefficients(p, s, pos, res.t)
     weights = jnp.matmul(features.T, jnp.matmul(u, coef, precision=_HI), precision=_HI).T
     return LogMEEvidence(res.evidence, res.alpha, res.beta, weights, res.num_iter, res.converged, res.exact_fit)
@@ -107,7 +102,8 @@ def moments_evidence(
     w = jnp.where(pos[:, None], jnp.square(zc) / jnp.where(pos, s, 1.0)[:, None], 0.0)
     q0 = yc_sq - jnp.sum(w, axis=0)  # ||y_c||^2 - sum_i w_i
     mu_r = jnp.matmul(v.T, mu, precision=_HI)  # (D,)
-    res = _solve_all(s, w, q0, yy, n, tol=tol, max_iter=max_iter, mean=(jnp.square(mu_r), mu_r[:, None] * zc, ybar))
+    mean = MeanPart(jnp.square(mu_r), mu_r[:, None] * zc, ybar)
+    res = maximize_profiles(s, w, q0, yy, n=n, tol=tol, max_iter=max_iter, mean=mean)
     if not weights:
         return LogMEEvidence(res.evidence, res.alpha, res.beta, None, res.num_iter, res.converged, res.exact_fit)
     # Posterior mean m = (F^T F + t I)^-1 F^T y by Sherman-Morrison on M = C^T C + t I.
