@@ -210,14 +210,8 @@ def check_class_labels(
     return out, int(num_classes)
 
 
-def check_targets(targets, n: int, *, reject_zero: bool = True) -> jax.Array:
-    """Checks real-valued regression targets (n,) or (n, K); returns them as a floating (n, K) jax array.
-
-    Raises:
-        TypeError: if they are not real numbers.
-        ValueError: on a wrong shape or length, NaN/Inf, or (if ``reject_zero``) a target column that is
-            identically zero (its evidence is unbounded; a chunk of a stream may have one).
-    """
+def _target_matrix(targets, n: int):
+    """Regression targets (n,) or (n, K) as a 2-D (n, K) array of real numbers (shape checks only)."""
     arr = as_array(targets, "targets")
     if arr.ndim == 1:
         arr = arr[:, None]
@@ -227,6 +221,18 @@ def check_targets(targets, n: int, *, reject_zero: bool = True) -> jax.Array:
         raise ValueError(f"targets has {arr.shape[0]} rows but features has {n} samples (rows).")
     if arr.shape[1] < 1:
         raise ValueError(f"targets must have at least one column; got shape {arr.shape}.")
+    return arr
+
+
+def check_targets(targets, n: int, *, reject_zero: bool = True) -> jax.Array:
+    """Checks real-valued regression targets (n,) or (n, K); returns them as a floating (n, K) jax array.
+
+    Raises:
+        TypeError: if they are not real numbers.
+        ValueError: on a wrong shape or length, NaN/Inf, or (if ``reject_zero``) a target column that is
+            identically zero (its evidence is unbounded; a chunk of a stream may have one).
+    """
+    arr = _target_matrix(targets, n)
     out = jnp.asarray(arr, dtype=float_dtype(arr))
     require(jnp.isfinite(out).all(), "targets contain NaN or Inf values; remove or impute them first.")
     if _is_concrete(out):
@@ -241,15 +247,7 @@ def check_targets(targets, n: int, *, reject_zero: bool = True) -> jax.Array:
 
 def host_targets(targets, n: int) -> np.ndarray:
     """:func:`check_targets` (``reject_zero=True``) for concrete input, in numpy: returns (n, K) float64."""
-    arr = as_array(targets, "targets")
-    if arr.ndim == 1:
-        arr = arr[:, None]
-    if arr.ndim != 2:
-        raise ValueError(f"targets must have shape (n,) or (n, K); got shape {arr.shape}.")
-    if arr.shape[0] != n:
-        raise ValueError(f"targets has {arr.shape[0]} rows but features has {n} samples (rows).")
-    if arr.shape[1] < 1:
-        raise ValueError(f"targets must have at least one column; got shape {arr.shape}.")
+    arr = _target_matrix(targets, n)
     out = np.asarray(arr, np.float64)
     cast = out.astype(float_dtype(arr))  # the values as the scores see them
     if not np.isfinite(cast).all():
@@ -382,10 +380,15 @@ def check_logme_inputs(features, labels, regression, num_classes, tol, max_iter,
     check_method(method)
     check_iteration(tol, max_iter)
     f = check_features(features)
+    return (f, *check_logme_labels(labels, f.shape[0], regression, num_classes))
+
+
+def check_logme_labels(labels, n: int, regression: bool, num_classes, *, host: bool = False):
+    """LogME's labels: (int32 class ids, C) or, with ``regression``, ((n, K) targets, None). With ``host`` (concrete
+    input) as numpy arrays, the targets in float64, checked without compiling anything."""
     if regression:
         if num_classes is not None:
             raise ValueError("num_classes applies to classification only; drop it or regression=True.")
-        y = check_targets(labels, f.shape[0])
-        return f, y, None
-    lab, c = check_class_labels(labels, f.shape[0], num_classes)
-    return f, lab, c
+        return (host_targets(labels, n) if host else check_targets(labels, n)), None
+    lab, c = check_class_labels(labels, n, num_classes)
+    return (np.asarray(lab) if host else lab), c

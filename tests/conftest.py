@@ -32,6 +32,22 @@ settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 
 @pytest.fixture
+def compiles():
+    """The XLA backend compilations made while the test body runs (``jax.monitoring``), one entry each."""
+    events = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            events.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield events
+    finally:
+        jax.monitoring.clear_event_listeners()
+
+
+@pytest.fixture
 def x64():
     """Runs the test with float64 enabled (jax_enable_x64), restoring the previous state afterwards."""
     with jax.enable_x64(True):

@@ -67,13 +67,7 @@ def _fit(features, labels, regression, num_classes, tol, max_iter, method, *, we
         if n > d:
             _checks.check_iteration(tol, max_iter)
             host, dtype, top = _checks.host_features(features)
-            if regression:
-                if num_classes is not None:
-                    raise ValueError("num_classes applies to classification only; drop it or regression=True.")
-                y, c = _checks.host_targets(labels, n), None
-            else:
-                lab, c = _checks.check_class_labels(labels, n, num_classes)
-                y = np.asarray(lab)
+            y, c = _checks.check_logme_labels(labels, n, regression, num_classes, host=True)
             exponent = int(np.frexp(top)[1])
             result = blocked_evidence(host, dtype, exponent, y, c, tol=tol, max_iter=max_iter, weights=weights)
             return _unscaled(result, jnp.ldexp(jnp.ones((), dtype), exponent), max_iter, method)

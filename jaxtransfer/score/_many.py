@@ -71,12 +71,7 @@ def logme_many(
             raise ValueError(f"features[{i}] has {_rows(f)} samples but features[0] has {n}.")
     _checks.check_flag(regression, "regression")
     _checks.check_iteration(tol, max_iter)
-    if regression:
-        if num_classes is not None:
-            raise ValueError("num_classes applies to classification only; drop it or regression=True.")
-        y, c = _checks.check_targets(labels, n), None
-    else:
-        y, c = _checks.check_class_labels(labels, n, num_classes)
+    y, c = _checks.check_logme_labels(labels, n, regression, num_classes)
     scores = [None] * len(checked)
     by_width: dict[int, list[int]] = {}
     for i, f in enumerate(checked):

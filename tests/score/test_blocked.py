@@ -25,22 +25,6 @@ def _sorted_relu_features(seed, n, d, c, offset):
     return f, labels
 
 
-@pytest.fixture
-def compiles():
-    """The list of XLA compilations made while the test body runs (``jax.monitoring``)."""
-    events = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            events.append(duration)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield events
-    finally:
-        jax.monitoring.clear_event_listeners()
-
-
 def test_buckets():
     assert [_blocked.bucket(m) for m in (1, 128, 129, 1000, 2047, 2048)] == [128, 128, 256, 1024, 2048, 2048]
 
