@@ -77,13 +77,8 @@ def float_dtype(*arrays) -> np.dtype:
     return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
 
 
-def check_features(features, name: str = "features", *, min_samples: int = 2) -> jax.Array:
-    """Checks a (n, D) feature matrix and returns it as a floating jax array (float32, or float64 under x64).
-
-    Raises:
-        TypeError: if the array does not hold real numbers.
-        ValueError: if it is not 2-D, has fewer than ``min_samples`` rows or no column, or holds NaN/Inf.
-    """
+def _feature_matrix(features, name: str, min_samples: int):
+    """``features`` as a (n, D) array of real numbers with n >= ``min_samples`` and D >= 1 (shape checks only)."""
     arr = as_array(features, name)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array of shape (n, D) (one row per sample); got shape {arr.shape}.")
@@ -92,6 +87,17 @@ def check_features(features, name: str = "features", *, min_samples: int = 2) ->
         raise ValueError(f"{name} must have at least {min_samples} samples (rows); got {n}.")
     if d < 1:
         raise ValueError(f"{name} must have at least one feature (column); got shape {arr.shape}.")
+    return arr
+
+
+def check_features(features, name: str = "features", *, min_samples: int = 2) -> jax.Array:
+    """Checks a (n, D) feature matrix and returns it as a floating jax array (float32, or float64 under x64).
+
+    Raises:
+        TypeError: if the array does not hold real numbers.
+        ValueError: if it is not 2-D, has fewer than ``min_samples`` rows or no column, or holds NaN/Inf.
+    """
+    arr = _feature_matrix(features, name, min_samples)
     out = jnp.asarray(arr, dtype=float_dtype(arr))
     finite = jnp.isfinite(out).all()
     if _is_concrete(finite) and not bool(finite):
@@ -110,14 +116,7 @@ def host_features(features, name: str = "features", *, min_samples: int = 2) -> 
     max(f) and min(f) are both finite exactly when every entry is (NaN propagates through both). Nothing here
     compiles, so the checks cost the same at every n.
     """
-    arr = as_array(features, name)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array of shape (n, D) (one row per sample); got shape {arr.shape}.")
-    n, d = arr.shape
-    if n < min_samples:
-        raise ValueError(f"{name} must have at least {min_samples} samples (rows); got {n}.")
-    if d < 1:
-        raise ValueError(f"{name} must have at least one feature (column); got shape {arr.shape}.")
+    arr = _feature_matrix(features, name, min_samples)
     dtype = float_dtype(arr)
     host = np.asarray(arr)
     hi, lo = host.max(), host.min()
