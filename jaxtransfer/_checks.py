@@ -107,6 +107,16 @@ def check_features(features, name: str = "features", *, min_samples: int = 2) ->
     return out
 
 
+def in_host_memory(x) -> bool:
+    """Whether ``x`` is host data: not a jax array, or a jax array whose buffers are all on CPU devices (a copy to
+    numpy is then free; from an accelerator it is a transfer)."""
+    if isinstance(x, jax.core.Tracer):
+        return False
+    if isinstance(x, jax.Array):
+        return all(d.platform == "cpu" for d in x.devices())
+    return True
+
+
 def host_features(features, name: str = "features", *, min_samples: int = 2) -> tuple[np.ndarray, np.dtype, float]:
     """:func:`check_features` for concrete input, on the host and without a copy: returns (the array as numpy,
     the dtype the scores compute in, max |f|).

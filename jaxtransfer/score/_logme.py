@@ -49,19 +49,16 @@ def _regression(features, targets, tol, *, method, max_iter):
     return _ALGORITHMS[method](features, Dense(targets), tol=tol, max_iter=max_iter)
 
 
-def _concrete(*arrays) -> bool:
-    return not any(isinstance(a, jax.core.Tracer) for a in arrays)
-
-
 def _fit(features, labels, regression, num_classes, tol, max_iter, method, *, weights) -> LogMEEvidence:
     """Checks the inputs and runs the chosen algorithm; ``weights=False`` may leave ``weights`` as ``None``.
 
-    Concrete (not traced) input with n > D and the optimised method takes the row-block path (``_blocked``):
-    checked on the host and compiled once per (D, K), whatever n is. Traced input (inside the caller's ``jit`` or
-    ``vmap``), n <= D and the naive method run one jit-compiled function of the whole matrix.
+    Host input (numpy, or jax arrays on the CPU; not traced) with n > D and the optimised method takes the
+    row-block path (``_blocked``): checked on the host and compiled once per (D, K), whatever n is. Traced input
+    (inside the caller's ``jit`` or ``vmap``), arrays already on an accelerator (no round trip to the host), n <= D
+    and the naive method run one jit-compiled function of the whole matrix.
     """
     _checks.check_flag(regression, "regression")
-    if method == "optimized" and _concrete(features, labels):
+    if method == "optimized" and _checks.in_host_memory(features) and _checks.in_host_memory(labels):
         features = _checks.as_array(features, "features")  # no copy of an array; a list is converted once
         n, d = features.shape if features.ndim == 2 else (0, 0)
         if n > d:
@@ -116,10 +113,11 @@ def logme_evidence(
         method: ``"optimized"`` (one eigendecomposition, O(D) per target and evaluation) or ``"naive"``
             (a Cholesky factorisation per evaluation, O(D^3)). Both return the global maximum.
 
-    Compilation: with the optimised method, concrete input with n > D is checked on the host and reduced to its
-    centred moments over blocks of 2048 rows (the last one padded to a power of two and masked), so calls with
-    n = 9999, 10000 and 10001 share one compilation per (D, K); the checks and the blocking cost no copy of a
-    float32 input. Traced input (inside your ``jax.jit`` / ``jax.vmap``) and n <= D compile per shape.
+    Compilation: with the optimised method, host input (numpy, or jax arrays on the CPU) with n > D is checked on
+    the host and reduced to its centred moments over blocks of 2048 rows (the last one padded to a power of two and
+    masked), so calls with n = 9999, 10000 and 10001 share one compilation per (D, K); the checks and the blocking
+    cost no copy of a float32 input. Traced input (inside your ``jax.jit`` / ``jax.vmap``), arrays on an
+    accelerator and n <= D compile per shape.
 
     Returns:
         A :class:`LogMEEvidence` with ``evidence`` (K,) = L_k / n, ``alpha``, ``beta`` (K,), ``weights`` (K, D),

@@ -63,7 +63,7 @@ def logme_many(
     if isinstance(features, np.ndarray | jax.Array) or not isinstance(features, Sequence) or not features:
         raise TypeError("features must be a non-empty list of (n, D) arrays, one per model.")
     # On the CPU, n > D models are checked on the host and scored one by one (no device copy, no vmap).
-    loop = jax.default_backend() == "cpu"
+    loop = jax.default_backend() == "cpu" and _checks.in_host_memory(labels)
     checked = [_checked(f, f"features[{i}]", loop) for i, f in enumerate(features)]
     n = _rows(checked[0])
     for i, f in enumerate(checked):
@@ -74,9 +74,9 @@ def logme_many(
     y, c = _checks.check_logme_labels(labels, n, regression, num_classes)
     scores = [None] * len(checked)
     by_width: dict[int, list[int]] = {}
+    y_host = (np.asarray(y) if c is not None else np.asarray(y, np.float64)) if loop else None
     for i, f in enumerate(checked):
         if isinstance(f, _Host):
-            y_host = np.asarray(y) if c is not None else np.asarray(y, np.float64)
             result = blocked_evidence(
                 f.array, f.dtype, f.exponent, y_host, c, tol=tol, max_iter=max_iter, weights=False
             )
@@ -104,13 +104,13 @@ class _Host(NamedTuple):
 
 
 def _checked(features, name: str, loop: bool):
-    """The checked features: a :class:`_Host` for a concrete n > D matrix when ``loop``, else the jax array
+    """The checked features: a :class:`_Host` for an n > D matrix in host memory when ``loop``, else the jax array
     divided by a power of two (LogME is invariant to the feature scale; the exact rescaling keeps every Gram matrix
     in range)."""
-    if isinstance(features, jax.core.Tracer):
-        loop = False
-    else:
+    if _checks.in_host_memory(features):
         features = _checks.as_array(features, name)  # no copy of an array; a list is converted once
+    else:  # traced, or on an accelerator
+        loop = False
     shape = features.shape
     if loop and len(shape) == 2 and shape[0] > shape[1]:
         array, dtype, top = _checks.host_features(features, name)

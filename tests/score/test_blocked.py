@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxtransfer import logme, logme_evidence
+from jaxtransfer import _checks, logme, logme_evidence
 from jaxtransfer.score import _blocked
 from tests.score import oracle
 
@@ -100,3 +100,12 @@ def test_matches_the_traced_whole_matrix_path():
         warnings.simplefilter("error")
         traced = float(jax.jit(lambda x, y: logme(x, y, num_classes=5))(f, labels))
     assert eager == pytest.approx(traced, rel=1e-4)
+
+
+def test_only_host_data_takes_the_blocked_path():
+    x = np.ones((3, 2))
+    assert _checks.in_host_memory(x) and _checks.in_host_memory(jax.numpy.asarray(x))
+    assert _checks.in_host_memory([[1.0, 2.0]])
+    seen = []
+    jax.jit(lambda a: seen.append(_checks.in_host_memory(a)) or a)(x)
+    assert seen == [False]  # a tracer

@@ -2,6 +2,7 @@
 
 import warnings
 
+import jax
 import numpy as np
 import pytest
 
@@ -52,3 +53,11 @@ def test_logme_many_errors():
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match=r"features\[1\] contains 1 NaN"):
         logme_many([np.ones((20, 3)), bad], y)
+
+
+def test_traced_labels_with_concrete_features_take_the_whole_matrix_path():
+    rng = np.random.default_rng(6)
+    y = np.arange(120) % 3
+    models = [rng.normal(size=(120, 6)) + s * y[:, None] for s in (0.3, 1.0)]
+    traced = jax.jit(lambda labels: logme_many(models, labels, num_classes=3))(y)
+    np.testing.assert_allclose(np.asarray(traced), np.asarray(logme_many(models, y)), rtol=1e-5)
