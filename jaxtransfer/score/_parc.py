@@ -27,19 +27,33 @@ def _row_correlation(x):
     return jnp.matmul(c, c.T, precision=_HI)
 
 
-def _host_ranks(d: np.ndarray) -> np.ndarray:
-    return scipy.stats.rankdata(np.asarray(d)).astype(d.dtype)
+def _host_doubled_ranks(bits: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return (2 * scipy.stats.rankdata(np.ascontiguousarray(bits).view(dtype).reshape(-1))).astype(np.int32)
 
 
 def _average_ranks(d: jax.Array) -> jax.Array:
-    """Ranks 1..M of d (M,), ties sharing their mean rank. On the CPU through numpy's sort (scipy's rankdata; XLA's
-    CPU sort of 5e5 floats took 0.19 s against numpy's 0.05 s here), elsewhere XLA's (``jax.scipy.stats``)."""
-    shape = jax.ShapeDtypeStruct(d.shape, d.dtype)
+    """Ranks 1..M of d (M,), ties sharing their mean rank, in d's dtype. On the CPU through numpy's sort (scipy's
+    rankdata; XLA's CPU sort of 5e5 floats took 0.19 s against numpy's 0.05 s here), elsewhere XLA's
+    (``jax.scipy.stats``).
+
+    The values cross to the host as their bits in uint32 and come back as twice the ranks in int32 (exact: average
+    ranks are multiples of 1/2): JAX casts a callback's operands and results to the default dtypes of the thread
+    that runs it, and under ``jax.enable_x64()`` (a thread-local switch) XLA's worker threads rounded float64
+    dissimilarities to float32, breaking near-ties, and then rejected the float64 result.
+    """
+    if d.size >= 2**30:  # twice the ranks would overflow int32
+        return rankdata(d).astype(d.dtype)
+    shape = jax.ShapeDtypeStruct(d.shape, jnp.int32)
+    host_rank = functools.partial(_host_doubled_ranks, dtype=np.dtype(d.dtype))
 
     def host(x):
-        return jax.pure_callback(_host_ranks, shape, x, vmap_method="sequential")
+        bits = jax.lax.bitcast_convert_type(x, jnp.uint32)  # (M,) or (M, 2) for float64
+        return jax.pure_callback(host_rank, shape, bits, vmap_method="sequential")
 
-    return jax.lax.platform_dependent(d, cpu=host, default=lambda x: rankdata(x).astype(x.dtype))
+    def device(x):
+        return (2 * rankdata(x)).astype(jnp.int32)
+
+    return jax.lax.platform_dependent(d, cpu=host, default=device).astype(d.dtype) / 2
 
 
 def _unit(a):

@@ -21,6 +21,14 @@ def test_parc_matches_oracle(x64, seed):
     assert float(parc(f, y, pca_dim=None)) == pytest.approx(parc_oracle(f, y), rel=1e-9)
 
 
+def test_float64_under_the_thread_local_x64_switch(x64):
+    """At this size XLA runs the host ranking on a worker thread, where ``jax.enable_x64()`` (thread-local: the
+    x64 fixture) is off; a float64 callback result came back as float32 there and raised."""
+    f, y = classification(5, n=400, d=60, c=3)
+    for _ in range(3):  # it failed on most calls, not all
+        assert float(parc(f, y, pca_dim=None)) == pytest.approx(parc_oracle(f, y), rel=1e-9)
+
+
 def test_parc_on_pca_features_matches_oracle(x64):
     f, y = classification(4, n=80, d=40, c=4)
     c = f - f.mean(0)
