@@ -389,6 +389,17 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the command line; every failure is one line on stderr and exit status 2.
 
     Set ``JAXTRANSFER_DEBUG=1`` to see the traceback of an unexpected error instead.
+
+    Args:
+        argv: the arguments after the program name (default ``sys.argv[1:]``), as the shell gives them.
+
+    Returns:
+        The exit status: 0 on success, 2 on an error (its message on stderr).
+
+    Example:
+        >>> from jaxtransfer.cli import main
+        >>> main(["rank", "--labels", "missing.npy", "a=missing.npy", "b=missing.npy"])  # stderr: no such file
+        2
     """
     args = _parser().parse_args(argv)
     commands = {"demo": _demo, "rank": _rank, "convert": _convert, "extract": _extract}

@@ -116,6 +116,14 @@ class WiseFTSweep:
         best_alpha: the alpha of the highest score (the first one on a tie: closer to the pre-trained model when
             the alphas increase).
         best: the parameters at ``best_alpha``.
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxtransfer.merge import wise_ft_sweep
+        >>> sweep = wise_ft_sweep({"w": np.array(0.0)}, {"w": np.array(2.0)}, lambda p: 1 - abs(float(p["w"]) - 1.0),
+        ...                       alphas=[0.0, 0.5, 1.0])
+        >>> sweep.scores.tolist(), sweep.best_alpha, float(sweep.best["w"])
+        ([0.0, 1.0, 0.0], 0.5, 1.0)
     """
 
     alphas: np.ndarray

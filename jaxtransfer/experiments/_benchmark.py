@@ -163,7 +163,21 @@ def finetune_accuracy(
 
 def ranking_agreement(scores: Mapping[str, float], truth: Mapping[str, float]) -> dict:
     """tau_w, pick, top-1, relative accuracy and regret (best accuracy - the pick's) over the models the score could
-    rate (NaN: it failed on them)."""
+    rate (NaN: it failed on them).
+
+    Args:
+        scores: model name -> score (higher = predicted better); truth: model name -> fine-tuned accuracy.
+
+    Returns:
+        A dict with ``weighted_tau`` (:func:`jaxtransfer.select.weighted_tau`), ``pick`` (the top-scored model),
+        ``top1`` (the pick is a best model), ``relative_accuracy`` (the pick's accuracy over the best),
+        ``regret`` and ``failed`` (the models scored NaN, left out).
+
+    Example:
+        >>> agreement = ranking_agreement({"a": 2.0, "b": 1.0, "c": float("nan")}, {"a": 0.8, "b": 0.9, "c": 0.5})
+        >>> agreement["pick"], agreement["top1"], round(agreement["regret"], 3), agreement["failed"]
+        ('a', False, 0.1, ['c'])
+    """
     failed = sorted(n for n, v in scores.items() if not np.isfinite(v))
     rated = {n: v for n, v in scores.items() if np.isfinite(v)}
     if len(rated) < 2:
@@ -246,7 +260,24 @@ def model_selection(
 
 def target_report(rows: Mapping[str, dict], scores: Sequence[str], *, n_train: int, num_classes: int) -> dict:
     """One target's part of a report from its candidates' rows (``score_features`` plus ``"ground_truth"``):
-    the agreement of each score with the fine-tuned accuracies, and the time of scoring against fine-tuning."""
+    the agreement of each score with the fine-tuned accuracies, and the time of scoring against fine-tuning.
+
+    Args:
+        rows: model name -> {"scores": {score: value}, "seconds": {score: s}, "extract_seconds": s,
+            "ground_truth": {"accuracy": a, "seconds": s}}; scores: the score names to report;
+        n_train, num_classes: of the target, recorded as they are.
+
+    Returns:
+        A dict with ``agreement`` (per score, :func:`ranking_agreement`), ``finetune_seconds`` (summed over the
+        models), ``score_seconds`` (per score, features plus score, summed) and ``speedup`` (their ratio).
+
+    Example:
+        >>> rows = {m: {"scores": {"logme": v}, "seconds": {"logme": 0.1}, "extract_seconds": 0.4,
+        ...             "ground_truth": {"accuracy": a, "seconds": 20.0}} for m, v, a in [("a", 1.0, 0.9), ("b", 0.0, 0.7)]}
+        >>> report = target_report(rows, ["logme"], n_train=100, num_classes=5)
+        >>> report["agreement"]["logme"]["pick"], report["speedup"]["logme"]
+        ('a', 40.0)
+    """
     truth = {n: r["ground_truth"]["accuracy"] for n, r in rows.items()}
     ft_seconds = sum(r["ground_truth"]["seconds"] for r in rows.values())
     agreement, score_seconds, speedup = {}, {}, {}
@@ -266,7 +297,23 @@ def _nanmean(values) -> float:
 
 def summarise(targets: Mapping[str, dict], scores: Sequence[str]) -> dict:
     """Per score, over the targets' reports: mean tau_w, top-1 hits, mean relative accuracy, mean regret of the
-    pick, and the speed-up of scoring over the fine-tuning grid (totals over the targets)."""
+    pick, and the speed-up of scoring over the fine-tuning grid (totals over the targets).
+
+    Args:
+        targets: target name -> :func:`target_report`; scores: the score names to summarise.
+
+    Returns:
+        score -> {"mean_weighted_tau", "top1_hits", "mean_relative_accuracy", "mean_regret", "speedup"}; means
+        skip the targets where a score was NaN.
+
+    Example:
+        >>> agree = {"weighted_tau": 0.5, "top1": True, "relative_accuracy": 1.0, "regret": 0.0}
+        >>> t = {"agreement": {"logme": agree}, "finetune_seconds": 60.0, "score_seconds": {"logme": 2.0}}
+        >>> summary = summarise({"t1": t, "t2": dict(t, agreement={"logme": dict(agree, weighted_tau=float("nan"))})},
+        ...                     ["logme"])
+        >>> summary["logme"]["mean_weighted_tau"], summary["logme"]["top1_hits"], summary["logme"]["speedup"]
+        (0.5, 2, 30.0)
+    """
     per = list(targets.values())
     return {
         s: {

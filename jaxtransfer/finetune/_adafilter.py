@@ -67,7 +67,16 @@ class _Identity(nnx.Module):
 
 
 class GatedLayer(nnx.Module):
-    """A conv + normalisation pair and its frozen pre-trained twin, mixed per filter by the AdaFilter gate."""
+    """A conv + normalisation pair and its frozen pre-trained twin, mixed per filter by the AdaFilter gate.
+
+    Example (built by :func:`inject_adafilter`, one per conv + normalisation pair of the blocks):
+        >>> from flax import nnx
+        >>> from jaxtransfer.finetune import inject_adafilter
+        >>> from jaxtransfer.models import CNN
+        >>> model = inject_adafilter(CNN(3, 8, 2, 5, norm="batch", rngs=nnx.Rngs(0)))
+        >>> [(type(m).__name__, m.index) for p, m in nnx.iter_modules(model) if isinstance(m, GatedLayer)][:2]
+        [('GatedLayer', 0), ('GatedLayer', 1)]
+    """
 
     def __init__(self, conv: nnx.Module, norm: nnx.Module, index: int):
         self.tuned_conv, self.tuned_norm = conv, norm
@@ -125,6 +134,15 @@ class AdaFilter(nnx.Module):
     Train it with ``finetune(strategy="full")``: the fine-tuned filters, the rest of the network and the gate
     network train; the frozen filters (:class:`FrozenParam`) do not. ``gates(x)`` returns the per-layer (n, C)
     decisions (1 = fine-tuned filter).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxtransfer.finetune import inject_adafilter
+        >>> from jaxtransfer.models import CNN
+        >>> model = inject_adafilter(CNN(3, 8, 2, 5, norm="batch", rngs=nnx.Rngs(0)))
+        >>> {layer: g.shape for layer, g in model.gates(jnp.ones((2, 8, 8, 3))).items()}
+        {0: (2, 8), 1: (2, 8), 2: (2, 8), 3: (2, 8)}
     """
 
     def __init__(self, model: nnx.Module, gate_net: _GateNet, num_layers: int):

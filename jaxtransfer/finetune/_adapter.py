@@ -34,7 +34,16 @@ _DEFAULT_NAMES = ("attn_out", "fc2")
 
 
 class AdapterParam(nnx.Param):
-    """The Variable type of the bottleneck adapters' weights (one filter selects what the strategy trains)."""
+    """The Variable type of the bottleneck adapters' weights (one filter selects what the strategy trains).
+
+    Example:
+        >>> from flax import nnx
+        >>> from jaxtransfer.finetune import count_params, inject_adapter
+        >>> from jaxtransfer.models import TinyViT
+        >>> vit = TinyViT(8, 1, 4, 16, 2, 2, 3, rngs=nnx.Rngs(0))  # width 16, 2 blocks
+        >>> count_params(inject_adapter(vit, bottleneck=4), AdapterParam)  # 2 blocks x 2 x (16*4 + 4 + 4*16 + 16)
+        592
+    """
 
 
 class Adapter(nnx.Module):

@@ -80,8 +80,20 @@ def injected_adapters(model: nnx.Module) -> list[dict]:
 def inject_recorded(model: nnx.Module, records: list[dict]) -> nnx.Module:
     """Returns a copy of ``model`` with the adapters of ``records`` (from :func:`injected_adapters`) injected.
 
+    Args:
+        model: a model without those adapters (not changed); records: ``[{"strategy", "options"}]``.
+
     Raises:
         ValueError: an unknown strategy, or the model already carries some of them.
+
+    Example:
+        >>> from flax import nnx
+        >>> from jaxtransfer.finetune import inject_lora
+        >>> from jaxtransfer.models import MLP
+        >>> base = MLP(4, [8], 3, rngs=nnx.Rngs(0))
+        >>> records = injected_adapters(inject_lora(base, rank=2))
+        >>> injected_adapters(inject_recorded(base, records)) == records, injected_adapters(base)
+        (True, [])
     """
     for record in records:
         model = get_strategy(record["strategy"]).prepare(model, **record["options"])
@@ -173,8 +185,23 @@ def save_adapter(
 def adapter_config(path: str | Path) -> dict:
     """The JSON config of the adapter directory at ``path`` (see :func:`save_adapter`'s example).
 
+    Returns:
+        A dict with ``strategy``, ``options`` (as passed to its ``inject_*``), ``base`` (class, name, and the
+        paths, shapes and sha256 of the frozen weights), ``trained_parameters`` and ``parameters`` (path ->
+        [shape, dtype]).
+
     Raises:
         FileNotFoundError: ``path`` is not an adapter directory.
+
+    Example:
+        >>> import tempfile
+        >>> from flax import nnx
+        >>> from jaxtransfer.finetune import inject_ssf, save_adapter
+        >>> from jaxtransfer.models import MLP
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     config = adapter_config(save_adapter(inject_ssf(MLP(4, [8], 3, rngs=nnx.Rngs(0))), f"{d}/ssf"))
+        >>> config["strategy"], config["trained_parameters"]  # SSF's scale and shift of the hidden layer + head
+        ('ssf', 43)
     """
     path = Path(path)
     if not (path / _CONFIG).is_file() or not (path / _WEIGHTS).is_file():
@@ -209,6 +236,21 @@ def load_adapter(base_model: nnx.Module, path: str | Path) -> nnx.Module:
         FileNotFoundError: ``path`` is not an adapter directory.
         ValueError: the base's architecture or weights differ from the adapter's base (the message says which
             leaves), or it already carries adapters.
+
+    Example:
+        >>> import tempfile
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxtransfer.finetune import inject_lora, save_adapter
+        >>> from jaxtransfer.models import MLP
+        >>> base = MLP(4, [8], 3, rngs=nnx.Rngs(0))
+        >>> tuned = inject_lora(base, rank=2)
+        >>> tuned.layers[0].lora_b[...] = jnp.ones_like(tuned.layers[0].lora_b[...])  # as if trained
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     restored = load_adapter(base, save_adapter(tuned, f"{d}/lora"))
+        >>> x = jnp.ones((2, 4))
+        >>> bool(jnp.array_equal(restored(x), tuned(x))), bool(jnp.array_equal(restored(x), base(x)))
+        (True, False)
     """
     config = adapter_config(path)
     spec = get_strategy(config["strategy"])

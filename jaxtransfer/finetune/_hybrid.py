@@ -38,6 +38,16 @@ class HybridTeacherStudent(nnx.Module):
 
     ``model(x)`` is the student path; ``model.path(x, pattern)`` runs block b on the student if ``pattern[b]`` is
     1 and on the teacher if 0; ``patterns`` are the two alternating hybrids (a, b).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxtransfer.finetune import inject_hybrid
+        >>> from jaxtransfer.models import CNN
+        >>> model = inject_hybrid(CNN(3, 8, 2, 5, rngs=nnx.Rngs(0)))
+        >>> x = jnp.ones((2, 8, 8, 3))
+        >>> bool(jnp.allclose(model.path(x, (1, 1)), model(x))), model.patterns  # untrained: student = teacher
+        (True, ((1, 0), (0, 1)))
     """
 
     def __init__(self, model: nnx.Module, num_blocks: int):

@@ -31,7 +31,15 @@ _INPUT_NAMES = ("fc2",)  # the feed-forward block's second layer, whose input is
 
 
 class IA3Param(nnx.Param):
-    """The Variable type of IA3's scaling vectors (one filter selects what IA3 trains)."""
+    """The Variable type of IA3's scaling vectors (one filter selects what IA3 trains).
+
+    Example:
+        >>> from flax import nnx
+        >>> from jaxtransfer.finetune import count_params, inject_ia3
+        >>> from jaxtransfer.models import MLP
+        >>> count_params(inject_ia3(MLP(4, [8], 3, rngs=nnx.Rngs(0)), where="layers.0", feedforward=[]), IA3Param)
+        8
+    """
 
 
 def _axes(module: nnx.Module, side: str) -> tuple[tuple[int, ...], str | None]:

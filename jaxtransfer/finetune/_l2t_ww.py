@@ -126,6 +126,16 @@ class L2TWW:
 
         ``pairs``: ``"all"`` (every source layer with every target layer at least as large, as in the paper),
         ``"matched"`` (layers of the same name) or a list of ``(source_layer, target_layer)``.
+
+        Example:
+            >>> import numpy as np
+            >>> from flax import nnx
+            >>> from jaxtransfer.models import CNN
+            >>> source = CNN(3, 4, 2, 3, norm="batch", rngs=nnx.Rngs(0))
+            >>> problem, theta, phi = L2TWW.create(nnx.clone(source), source, np.zeros((2, 8, 8, 3), np.float32),
+            ...                                    pairs="matched")
+            >>> problem.pairs
+            (('stem', 'stem'), ('block1', 'block1'), ('block2', 'block2'))
         """
         for name, m in (("target", target), ("source", source)):
             if not hasattr(m, "feature_maps"):
@@ -232,6 +242,17 @@ def l2t_ww(
 
     Returns:
         (trained target in eval mode, history per epoch: ``loss``, ``wfm``, ``meta_loss`` and eval metrics).
+
+    Example (two epochs on 8 images: the shapes, not a result):
+        >>> import numpy as np
+        >>> from flax import nnx
+        >>> from jaxtransfer.models import CNN
+        >>> source = CNN(3, 4, 2, 3, norm="batch", rngs=nnx.Rngs(0))
+        >>> target = nnx.clone(source)  # initialised from the source; its head is the new one
+        >>> x, y = np.random.default_rng(0).normal(size=(8, 8, 8, 3)).astype(np.float32), np.arange(8) % 3
+        >>> trained, history = l2t_ww(target, source, (x, y), pairs="matched", epochs=2, batch_size=4)
+        >>> [h["epoch"] for h in history], sorted(history[0])
+        ([1, 2], ['epoch', 'loss', 'meta_loss', 'wfm'])
     """
     x, y = (np.asarray(a) for a in train_data)
     problem, theta, phi = L2TWW.create(target, source, x, pairs=pairs, beta=beta, inner_steps=inner_steps,

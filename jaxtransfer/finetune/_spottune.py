@@ -111,6 +111,17 @@ class SpotTune(nnx.Module):
     ``model(x)`` and ``model.features(x)`` run the backbone with the gates of ``policy(x)``: straight-through
     Gumbel-softmax samples in train mode, the argmax in eval mode. ``decisions(x)`` (n, blocks) is 1 where a sample
     takes the fine-tuned copy.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxtransfer.finetune import inject_spottune
+        >>> from jaxtransfer.models import CNN
+        >>> model = inject_spottune(CNN(3, 8, 2, 5, rngs=nnx.Rngs(0)))
+        >>> model.eval()
+        >>> d = model.decisions(jnp.ones((4, 16, 16, 3)))
+        >>> d.shape, bool(((d == 0) | (d == 1)).all())
+        ((4, 2), True)
     """
 
     def __init__(self, model: nnx.Module, policy: nnx.Module, num_blocks: int, temperature: float, seed: int):

@@ -171,6 +171,25 @@ def evaluate_points(
     coordinate to parameters (:data:`POINT_MAPS`). ``batches`` (a re-iterable sequence of batches) replaces ``data``:
     each value is then the mean over the batches weighted by their sizes. A NaN metric raises; an Inf loss is a
     legitimate value far from a minimum and is kept.
+
+    Args:
+        metric_fn: ``(params, data) -> loss`` (a scalar) or a dict of scalars with a ``"loss"`` entry.
+        kind: a key of :data:`POINT_MAPS`; base: what that map takes (a tuple of parameter pytrees).
+        coords: (P,) for ``"line"``, (P, 2) for ``"plane"``; data: one batch (or ``batches``).
+        chunk: points evaluated per compiled call (the last chunk is padded: one compilation).
+        checkpoint: a file to save the values computed so far and to resume from (matched by a digest of
+            ``kind``, ``coords`` and ``base``).
+
+    Returns:
+        ``{"loss": (P,), ...}``, one entry per metric.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> a, b = {"w": jnp.array(0.0)}, {"w": jnp.array(2.0)}
+        >>> out = evaluate_points(lambda p, d: {"loss": (p["w"] - d) ** 2, "w": p["w"]}, "line", (a, b),
+        ...                       jnp.array([0.0, 0.5, 1.0]), 1.0)
+        >>> out["loss"].tolist(), out["w"].tolist()
+        ([1.0, 0.0, 1.0], [0.0, 1.0, 2.0])
     """
     check_positive_int(chunk, "chunk")
     if batches is not None and data is not None:

@@ -56,6 +56,13 @@ class OnnxWeights:
         tensors: initialiser name -> array (float32 as stored).
         nodes: the graph's nodes in order (``Constant`` nodes included).
         aliases: an ``Identity`` output -> the initialiser it forwards.
+
+    Example (built by :func:`read_onnx`; a key is an initialiser's name or ``"<node name>:<input index>"``):
+        >>> from jaxtransfer.models import source_weights
+        >>> graph = read_onnx(source_weights("resnet50-1by2-nsfw"))
+        >>> stem = graph.initializer_of("/Conv:1")
+        >>> graph[stem].shape, [n.op for n in graph.consumers(stem)]
+        ((64, 3, 7, 7), ['Conv'])
     """
 
     tensors: dict[str, np.ndarray]

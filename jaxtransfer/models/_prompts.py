@@ -28,7 +28,17 @@ __all__ = ["PromptParam", "Prompts"]
 
 
 class PromptParam(nnx.Param):
-    """The Variable type of VPT's prompt tokens (one filter selects what VPT trains)."""
+    """The Variable type of VPT's prompt tokens (one filter selects what VPT trains).
+
+    Example:
+        >>> import jax
+        >>> from flax import nnx
+        >>> from jaxtransfer.finetune import inject_vpt
+        >>> from jaxtransfer.models import TinyViT
+        >>> model = inject_vpt(TinyViT(8, 1, 4, 16, 2, 2, 3, rngs=nnx.Rngs(0)), num_tokens=5)
+        >>> [v.shape for v in jax.tree.leaves(nnx.state(model, PromptParam))]  # one set (shallow) of 5 tokens of width 16
+        [(1, 5, 16)]
+    """
 
 
 class Prompts(nnx.Module):
