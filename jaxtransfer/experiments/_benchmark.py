@@ -273,7 +273,8 @@ def target_report(rows: Mapping[str, dict], scores: Sequence[str], *, n_train: i
 
     Example:
         >>> rows = {m: {"scores": {"logme": v}, "seconds": {"logme": 0.1}, "extract_seconds": 0.4,
-        ...             "ground_truth": {"accuracy": a, "seconds": 20.0}} for m, v, a in [("a", 1.0, 0.9), ("b", 0.0, 0.7)]}
+        ...             "ground_truth": {"accuracy": a, "seconds": 20.0}}
+        ...         for m, v, a in [("a", 1.0, 0.9), ("b", 0.0, 0.7)]}
         >>> report = target_report(rows, ["logme"], n_train=100, num_classes=5)
         >>> report["agreement"]["logme"]["pick"], report["speedup"]["logme"]
         ('a', 40.0)

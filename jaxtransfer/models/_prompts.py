@@ -36,7 +36,7 @@ class PromptParam(nnx.Param):
         >>> from jaxtransfer.finetune import inject_vpt
         >>> from jaxtransfer.models import TinyViT
         >>> model = inject_vpt(TinyViT(8, 1, 4, 16, 2, 2, 3, rngs=nnx.Rngs(0)), num_tokens=5)
-        >>> [v.shape for v in jax.tree.leaves(nnx.state(model, PromptParam))]  # one set (shallow) of 5 tokens of width 16
+        >>> [v.shape for v in jax.tree.leaves(nnx.state(model, PromptParam))]  # one (shallow) set of 5 tokens, width 16
         [(1, 5, 16)]
     """
 
