@@ -100,19 +100,15 @@ class Ranking:
         order = sorted(range(len(values)), key=lambda i: values[i])  # ascending: barh draws bottom-up, best on top
         bars = ax.barh([self.models[i] for i in order], [values[i] for i in order])
         ax.bar_label(bars, fmt="%.4g", fontsize=8, padding=2)
-        ax.set_xlabel(f"{score} (higher is better; {self._units(score)})")
+        ax.set_xlabel(f"{score} (higher is better; {_units(score)})")
         ax.set_title(f"{len(values)} models ranked by {score}")
         ax.margins(x=0.15)  # room for the value labels
         return ax
 
-    @staticmethod
-    def _units(score: str) -> str:
-        units = {
-            "logme": "mean log evidence per sample",
-            "leep": "mean log-likelihood",
-            "nce": "negative conditional entropy",
-        }
-        return units.get(score, "score units")
+
+def _units(score: str) -> str:
+    """The registered units of ``score`` (a ranking made of other callables: generic)."""
+    return SCORES[score].units if score in SCORES else "score units"
 
 
 _INPUTS = ("features", "source_probabilities")

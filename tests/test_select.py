@@ -95,6 +95,7 @@ def test_ranking_serialises_and_plots(tmp_path):
     assert data["rows"][0]["rank"] == 1 and "gbc" in data["rows"][0]
     ax = r.plot("gbc")
     assert ax.get_xlabel().startswith("gbc") and len(ax.patches) == 3
+    assert "Bhattacharyya" in ax.get_xlabel()  # the registered units
     assert "ranked by gbc" in ax.get_title()
     drawn = [p.get_width() for p in ax.patches]  # bottom to top
     assert drawn == sorted(r.scores["gbc"])  # ordered by the score shown, best on top

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxtransfer.models._images import rgb_images
+
 __all__ = ["EFFICIENTNET_LITE", "DepthwiseConv", "EfficientNetLite", "LiteConfig"]
 
 
@@ -78,9 +80,6 @@ def _relu6(x: jax.Array) -> jax.Array:
 def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
     total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
-
-
-_RAW_HINT = " (raw or grey images: jaxtransfer.models.preprocess_for(model)(images) resizes and normalises them)."
 
 
 class DepthwiseConv(nnx.Module):
@@ -194,9 +193,7 @@ class EfficientNetLite(nnx.Module):
 
     def feature_maps(self, x: jax.Array) -> dict[str, jax.Array]:
         """Every stage's output map ``{name: (n, h, w, c)}`` in ``layer_names`` order."""
-        x = jnp.asarray(x)
-        if x.ndim != 4 or x.shape[-1] != 3:
-            raise ValueError(f"x must be (n, H, W, 3) images, got shape {x.shape}" + _RAW_HINT)
+        x = rgb_images(x)
         h = _relu6(self.stem_bn(self.stem(x)))
         maps = {"stem": h}
         for i, stage in enumerate(self.stages):

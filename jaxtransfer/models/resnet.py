@@ -26,12 +26,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxtransfer.models._images import rgb_images
+
 __all__ = ["ChannelAffine", "ResNet50Half"]
 
 _STAGES = ((3, 32, 128, 1), (4, 64, 256, 2), (6, 128, 512, 2), (3, 256, 1024, 2))  # blocks, width, out, stride
-
-
-_RAW_HINT = " (raw or grey images: jaxtransfer.models.preprocess_for(model)(images) resizes and normalises them)."
 
 
 class ChannelAffine(nnx.Module):
@@ -122,9 +121,7 @@ class ResNet50Half(nnx.Module):
 
     def feature_maps(self, x: jax.Array) -> dict[str, jax.Array]:
         """Every stage's output map ``{name: (n, h, w, c)}`` in ``layer_names`` order."""
-        x = jnp.asarray(x)
-        if x.ndim != 4 or x.shape[-1] != 3:
-            raise ValueError(f"x must be (n, H, W, 3) images, got shape {x.shape}" + _RAW_HINT)
+        x = rgb_images(x)
         h = _max_pool_ceil(jax.nn.relu(self.stem_affine(self.stem(x))))
         maps = {"stem": h}
         for i, stage in enumerate(self.stages):

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxtransfer.models._images import rgb_images
 from jaxtransfer.models._resize import resize_matrix
 
 __all__ = ["ViTConfig", "ViTSmall"]
@@ -173,13 +174,8 @@ class ViTSmall(nnx.Module):
         return (*(f"block{i + 1}" for i in range(len(self.blocks))), "norm")
 
     def _embed(self, x: jax.Array) -> jax.Array:
-        x = jnp.asarray(x)
         p = self.config.patch
-        if x.ndim != 4 or x.shape[-1] != 3 or x.shape[1] % p or x.shape[2] % p:
-            raise ValueError(
-                f"x must be (n, H, W, 3) images with H and W multiples of {p}; got shape {x.shape} (raw or grey "
-                "images: jaxtransfer.models.preprocess_for(model)(images) resizes and normalises them)."
-            )
+        x = rgb_images(x, multiple_of=p)
         t = self.patch_embed(x)  # (n, gh, gw, dim)
         n, gh, gw, dim = t.shape
         g = self.config.grid

@@ -31,7 +31,7 @@ def _gbc(f, labels, *, num_classes, pca_dim, spherical):
     return -jnp.sum(coeff)
 
 
-@register_score(reference="Pandy et al., CVPR 2022")
+@register_score(reference="Pandy et al., CVPR 2022", units="minus the summed class-pair Bhattacharyya coefficients")
 def gbc(
     features, labels, *, pca_dim: int | None = 64, gaussian: str = "diagonal", num_classes: int | None = None
 ) -> jax.Array:

@@ -82,7 +82,7 @@ def _hscore_regularized(f, labels, *, num_classes):
     return jnp.trace(jnp.linalg.solve(shrunk, between))
 
 
-@register_score(reference="Bao et al., ICIP 2019")
+@register_score(reference="Bao et al., ICIP 2019", units="tr(cov(f)^+ cov(E[f | y]))")
 def hscore(features, labels, *, num_classes: int | None = None) -> jax.Array:
     """H-score: tr(cov(f)^+ cov(E[f | y])), how well a linear classifier can separate the classes.
 
@@ -106,7 +106,7 @@ def hscore(features, labels, *, num_classes: int | None = None) -> jax.Array:
     return _checks.finite_result(_hscore(f, lab, num_classes=c), "hscore")
 
 
-@register_score(reference="Ibrahim, Ponomareva and Mazumder, ICLR 2022")
+@register_score(reference="Ibrahim, Ponomareva and Mazumder, ICLR 2022", units="shrunk tr(cov(f)^-1 cov(E[f | y]))")
 def hscore_regularized(features, labels, *, num_classes: int | None = None) -> jax.Array:
     """Shrinkage H-score: tr(cov_a(f)^-1 (1 - a) cov(E[f | y])), cov_a the Ledoit-Wolf shrunk covariance.
 

@@ -24,7 +24,11 @@ def leep_core(probs: jax.Array, labels: jax.Array, *, num_classes: int) -> jax.A
     return jnp.mean(jnp.log(eep))
 
 
-@register_score(input="source_probabilities", reference="Nguyen, Hassner, Seeger and Archambeau, ICML 2020")
+@register_score(
+    input="source_probabilities",
+    reference="Nguyen, Hassner, Seeger and Archambeau, ICML 2020",
+    units="mean log-likelihood, nats",
+)
 def leep(source_probs, labels, *, num_classes: int | None = None) -> jax.Array:
     """LEEP score of a source classifier on target data (higher = better transfer).
 

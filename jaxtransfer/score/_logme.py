@@ -142,7 +142,12 @@ def logme_evidence(
     return _fit(features, labels, regression, num_classes, tol, max_iter, method, weights=True)
 
 
-@register_score(regression=True, from_stats=logme_from_stats, reference="You, Liu, Wang and Long, ICML 2021")
+@register_score(
+    regression=True,
+    from_stats=logme_from_stats,
+    reference="You, Liu, Wang and Long, ICML 2021",
+    units="mean log evidence per sample",
+)
 def logme(
     features,
     labels,

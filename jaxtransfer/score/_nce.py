@@ -24,7 +24,7 @@ def _nce(source_labels, labels, *, num_classes, num_source_classes):
     return jnp.sum(joint * jnp.log(ratio))  # sum P(y, z) log P(y | z), 0 log 0 = 0
 
 
-@register_score(input="source_labels", reference="Tran, Nguyen and Hassner, ICCV 2019")
+@register_score(input="source_labels", reference="Tran, Nguyen and Hassner, ICCV 2019", units="-H(Y | Z), nats")
 def nce(source_labels, labels, *, num_classes: int | None = None, num_source_classes: int | None = None) -> jax.Array:
     """NCE = -H(Y | Z) = sum_{y, z} P(y, z) log P(y | z), from the empirical joint of source and target labels.
 

@@ -147,7 +147,7 @@ def gaussian_mixture_posteriors(features, num_components: int, *, tol: float = 1
     return _fit_posteriors(z, active, jnp.asarray(tol, z.dtype), num_components=num_components, max_iter=max_iter)
 
 
-@register_score(reference="Li et al., CVPR 2021")
+@register_score(reference="Li et al., CVPR 2021", units="mean log-likelihood, nats")
 def nleep(
     features,
     labels,

@@ -99,7 +99,7 @@ def _parc(f, labels, *, num_classes, pca_dim):
     return 100 * _pearson(_average_ranks(d), label_dissimilarity)
 
 
-@register_score(reference="Bolya, Mittapalli and Hoffman, NeurIPS 2021")
+@register_score(reference="Bolya, Mittapalli and Hoffman, NeurIPS 2021", units="100 x Spearman correlation")
 def parc(features, labels, *, pca_dim: int | None = 32, num_classes: int | None = None) -> jax.Array:
     """PARC = 100 * Spearman(upper triangle of 1 - corr(F), upper triangle of 1 - corr(Y)).
 

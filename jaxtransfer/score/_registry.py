@@ -38,6 +38,7 @@ class Score:
         regression: takes real targets with ``regression=True``.
         from_stats: ``from_stats(stats, **options) -> scalar`` scoring from sufficient statistics, or None.
         reference: the paper.
+        units: what a value measures, for axis labels (e.g. "mean log evidence per sample").
 
     Example:
         >>> from jaxtransfer import SCORES
@@ -52,6 +53,7 @@ class Score:
     regression: bool = False
     from_stats: Callable | None = None
     reference: str = ""
+    units: str = "score units"
 
     def __call__(self, *args, **kwargs):
         return self.fn(*args, **kwargs)
@@ -77,6 +79,7 @@ def register_score(
     regression: bool = False,
     from_stats: Callable | None = None,
     reference: str = "",
+    units: str = "score units",
 ):
     """Registers a score (use as ``@register_score`` or ``@register_score(input="source_probabilities")``).
 
@@ -104,7 +107,7 @@ def register_score(
             raise ValueError(
                 f"a score named {key!r} is already registered ({old.fn.__module__}.{old.fn.__qualname__})."
             )
-        _SCORES[key] = Score(key, f, input, classification, regression, from_stats, reference)
+        _SCORES[key] = Score(key, f, input, classification, regression, from_stats, reference, units)
         return f
 
     return add if fn is None else add(fn)

@@ -65,7 +65,7 @@ def _sfda(x, labels, *, num_classes):
     return jnp.mean(probs2[jnp.arange(x.shape[0]), labels])
 
 
-@register_score(reference="Shao et al., ECCV 2022")
+@register_score(reference="Shao et al., ECCV 2022", units="mean probability of the true class")
 def sfda(features, labels, *, num_classes: int | None = None) -> jax.Array:
     """SFDA score: mean probability of the true class under regularised FDA after self-challenging mixing.
 

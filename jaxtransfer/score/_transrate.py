@@ -59,7 +59,7 @@ def _block_rows(labels: jax.Array, n: int, num_classes: int) -> int:
     return min(n, max(8, 1 << (largest - 1).bit_length()))
 
 
-@register_score(reference="Huang et al., ICML 2022")
+@register_score(reference="Huang et al., ICML 2022", units="coding-rate difference, nats")
 def transrate(features, labels, *, eps: float = 1e-4, num_classes: int | None = None) -> jax.Array:
     """TransRate = R(Z) - sum_y (n_y / n) R(Z_y), the mutual information between features and labels
     estimated by coding rates, with Z the centred features (n, D), Z_y the rows of class y and

@@ -3,7 +3,16 @@ import pytest
 from flax import nnx
 
 from jaxtransfer.data import caffe_preprocess, efficientnet_preprocess, imagenet_preprocess
-from jaxtransfer.models import CNN, EfficientNetLite, LayerModel, LiteConfig, ViTSmall, preprocess_for, tokenize
+from jaxtransfer.models import (
+    CNN,
+    EfficientNetLite,
+    LayerModel,
+    LiteConfig,
+    ResNet50Half,
+    ViTSmall,
+    preprocess_for,
+    tokenize,
+)
 
 RAW = np.random.default_rng(0).uniform(size=(3, 20, 20)).astype(np.float32)  # grey images in [0, 1]
 
@@ -58,3 +67,10 @@ def test_a_backbone_given_raw_grey_images_points_to_preprocess_for():
     with pytest.raises(ValueError, match=r"got shape \(3, 20, 20, 1\) \(raw or grey images: .*preprocess_for"):
         lite.features(RAW[..., None])
     assert lite.features(preprocess_for(lite, image_size=32)(RAW)).shape == (3, 1280)
+
+
+@pytest.mark.parametrize("backbone", [ResNet50Half, ViTSmall])
+def test_every_image_backbone_points_to_preprocess_for(backbone):
+    model = nnx.eval_shape(lambda: backbone(rngs=nnx.Rngs(0)))  # shapes only: the check runs before any compute
+    with pytest.raises(ValueError, match=r"got shape \(3, 28, 28, 1\) \(raw or grey images: .*preprocess_for"):
+        model.features(np.zeros((3, 28, 28, 1), np.float32))

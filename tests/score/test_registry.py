@@ -85,6 +85,7 @@ def test_inputs_are_not_changed_and_bad_values_are_named(name):
 def test_registry_entry_is_complete(name):
     spec = SCORES[name]
     assert spec.name == name and spec.input in INPUTS and spec.reference
+    assert spec.units != "score units"  # what its values measure, for the ranking plot's axis
     assert getattr(jt, name) is spec.fn and getattr(jt.score, name) is spec.fn  # exported once, from the registry
     assert spec.fn.__doc__ and "Returns" in spec.fn.__doc__
     if spec.from_stats is not None:  # scoring from the sufficient statistics gives the score of the rows
