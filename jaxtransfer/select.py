@@ -100,7 +100,7 @@ class Ranking:
         order = sorted(range(len(values)), key=lambda i: values[i])  # ascending: barh draws bottom-up, best on top
         bars = ax.barh([self.models[i] for i in order], [values[i] for i in order])
         ax.bar_label(bars, fmt="%.4g", fontsize=8, padding=2)
-        ax.set_xlabel(f"{score} (higher is better; {_units(score)})")
+        ax.set_xlabel(f"{score}, higher is better\n({_units(score)})")  # units on a line of their own: some are long
         ax.set_title(f"{len(values)} models ranked by {score}")
         ax.margins(x=0.15)  # room for the value labels
         return ax
