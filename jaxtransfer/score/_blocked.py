@@ -3,8 +3,9 @@
 Everything the optimised algorithm needs from F (n, D) and Y (n, K) is the centred moments (``_stats``). Here they
 are accumulated over row blocks of ``BLOCK`` rows by one jit-compiled step, so no compiled shape depends on n:
 the last block is padded to a bucket (a power of two of at least 128 rows, at most ``BLOCK``) and its padding rows
-are masked to zero, and n enters the final evidence maximisation as a traced value. A caller scoring n = 9999,
-10000 and 10001 samples therefore compiles once.
+are masked to zero (full blocks skip the mask: at most two compiled steps per bucket), and n enters the final
+evidence maximisation as a traced value. A caller scoring n = 9999, 10000 and 10001 samples therefore compiles
+once.
 
 Centring without a second pass: every row is shifted by c, the mean of up to ``BLOCK`` rows spread evenly over
 the data (computed in float64 on the host), and the step accumulates the raw moments of the shifted rows,
@@ -49,10 +50,11 @@ def bucket(rows: int) -> int:
     return min(BLOCK, max(_MIN_BUCKET, 1 << (rows - 1).bit_length()))
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes",), donate_argnums=(0,))
-def _step(acc: _Moments, block, targets, valid, shift, exponent, *, num_classes):
+@functools.partial(jax.jit, static_argnames=("num_classes", "masked"), donate_argnums=(0,))
+def _step(acc: _Moments, block, targets, valid, shift, exponent, *, num_classes, masked):
     x = jnp.ldexp(block.astype(shift.dtype), -exponent) - shift[None, :]
-    x = jnp.where((jnp.arange(x.shape[0], dtype=jnp.int32) < valid)[:, None], x, 0.0)  # padding rows contribute nothing
+    if masked:  # only a padded block: the mask is a pass over the block (14 ms of 100 at 2048 x 2048 here)
+        x = jnp.where((jnp.arange(x.shape[0], dtype=jnp.int32) < valid)[:, None], x, 0.0)  # padding contributes 0
     y = Dense(targets) if num_classes is None else OneHot(targets, num_classes)
     return _Moments(acc.gram + upper_gram(x), acc.total + jnp.sum(x, axis=0), acc.cross + y.project(x))
 
@@ -120,7 +122,7 @@ def blocked_evidence(
             block, y = _padded(block, height, dtype), _padded(y, height, ydtype)
         elif y.dtype != ydtype:
             y = y.astype(ydtype)
-        acc = _step(acc, block, y, np.int32(rows), shift, e, num_classes=num_classes)
+        acc = _step(acc, block, y, np.int32(rows), shift, e, num_classes=num_classes, masked=rows < height)
     moments = (jnp.asarray(x, dtype) for x in _target_moments(targets, num_classes, n))
     return _evidence(
         acc, shift, jnp.asarray(n, dtype), *moments, jnp.asarray(tol, dtype), max_iter=max_iter, weights=weights
