@@ -69,12 +69,12 @@ def run_real_demo(
         A :func:`model_selection`-shaped report (``summary_table`` prints it), plus ``"ground_truth"`` (where it
         came from) and ``"score_seconds_total"``.
 
-    Example (two backbones, two scores, the shipped ground truth):
-        >>> report = run_real_demo(zoo=REAL_ZOO[3:], small_models=(), scores=("logme", "leep"), echo=lambda s: None)
-        >>> sorted(report["targets"]["mnist"]["candidates"])[:2]
+    Example (one backbone and its layer, two scores, the shipped ground truth):
+        >>> report = run_real_demo(zoo=REAL_ZOO[4:], small_models=(), scores=("logme", "leep"), echo=lambda s: None)
+        >>> sorted(report["targets"]["mnist"]["candidates"])
         ['resnet50-1by2-nsfw', 'resnet50-1by2-nsfw/stage3']
-        >>> report["targets"]["mnist"]["agreement"]["leep"]["failed"]  # no source classifier on these
-        ['resnet50-1by2-nsfw/stage3', 'vit-s14-saliency', 'vit-s14-saliency/block6']
+        >>> report["targets"]["mnist"]["agreement"]["leep"]["failed"]  # a layer cut has no source classifier
+        ['resnet50-1by2-nsfw/stage3']
     """
     from jaxtransfer.experiments._benchmark import (
         ALL_SCORES,
@@ -134,7 +134,9 @@ def run_real_demo(
         "score_seconds_total": float(sum(r["wall_seconds"] for r in rows.values())),
     }
     echo(summary_table(report))
-    if "logme" in names:
+    if "logme" in names and agreement["logme"]["pick"] is None:  # one candidate, or all but one failed
+        echo(f"LogME ranked fewer than two candidates (failed: {agreement['logme']['failed']}): nothing to compare.")
+    elif "logme" in names:
         a = agreement["logme"]
         echo(
             f"LogME picks {a['pick']} (fine-tuned {accuracy[a['pick']]:.4f}; the best is "

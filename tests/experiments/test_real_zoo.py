@@ -1,6 +1,7 @@
 """The real zoo for model selection: candidates, layer cuts, candidates without a source head, and the main demo
 against the shipped ground truth (and a ground-truth file it must refuse)."""
 
+import dataclasses
 import json
 
 import jax
@@ -114,10 +115,14 @@ def test_the_demo_agreement_matches_weighted_tau_on_the_shipped_accuracies():
 
 
 def test_the_demo_can_measure_its_own_ground_truth():
-    report = run_real_demo(zoo=REAL_ZOO[4:], small_models=(), scores=("logme",), ground_truth="measure",
-                           measure_epochs=1, echo=lambda s: None)  # fmt: skip
+    resnet = dataclasses.replace(REAL_ZOO[4], layers=())  # one real backbone: the same path as the whole zoo
+    lines = []
+    report = run_real_demo(zoo=(resnet,), small_models=(), scores=("logme",), ground_truth="measure",
+                           measure_epochs=1, echo=lines.append)  # fmt: skip
+    assert lines[-1] == "LogME ranked fewer than two candidates (failed: []): nothing to compare."
     rows = report["targets"]["mnist"]["candidates"]
-    assert report["ground_truth"] == "measured here"
+    assert report["ground_truth"] == "measured here" and list(rows) == ["resnet50-1by2-nsfw"]
+    assert report["targets"]["mnist"]["agreement"]["logme"]["pick"] is None  # a ranking of one compares nothing
     for row in rows.values():
         gt = row["ground_truth"]
         assert [float(k) for k in gt["grid"]] == [1e-4]  # (JSON keys: strings)
