@@ -8,7 +8,6 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.stats
 from jax.scipy.stats import rankdata
 
 from jaxtransfer import _checks
@@ -28,6 +27,8 @@ def _row_correlation(x):
 
 
 def _host_doubled_ranks(bits: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    import scipy.stats  # here, not at import: scipy.stats is 0.5-1 s of `import jaxtransfer` (the CLI's start-up)
+
     return (2 * scipy.stats.rankdata(np.ascontiguousarray(bits).view(dtype).reshape(-1))).astype(np.int32)
 
 
