@@ -8,7 +8,9 @@ not collapse in bench/real_zoo.py) for ``--epochs`` epochs, batch 10; BatchNorm 
 every method (a fair comparison: with 10 images per class, adapting them is noise). Methods:
 
 - plain: full fine-tuning;  L2-SP (alpha = beta = 0.01);  DELTA (feature distance on the pooled 1280-wide
-  features, channel attention from a linear probe, weight 0.01);
+  features, channel attention from a linear probe, weight 0.01);  BSS (the smallest singular value of each
+  batch's pooled features, k = 1, weight 0.001);  Co-Tuning (the ImageNet head trained alongside on targets
+  translated by p(ImageNet class | digit) from the pre-trained softmax of the training images, weight 2.3);
 - SpotTune: per-sample policy over the 16 MBConv blocks (Gumbel temperature 5);
 - AdaFilter: per-filter LSTM gates on the 47 conv + BN pairs;
 - TransTailor: from the plain fine-tuned model, 2 pruning iterations removing 30 % of the prunable filters, scale
@@ -42,6 +44,9 @@ from bench._common import RESULTS, save, time_call
 from jaxtransfer.data import efficientnet_preprocess, mnist_5k
 from jaxtransfer.finetune import (
     b_tuning,
+    bss_penalty,
+    co_tuning_loss,
+    co_tuning_relationship,
     count_params,
     delta_channel_weights,
     delta_penalty,
@@ -58,7 +63,19 @@ from jaxtransfer.finetune import (
 )
 from jaxtransfer.models import load
 
-METHODS = ("plain", "L2-SP", "DELTA", "SpotTune", "AdaFilter", "TransTailor", "L2T-ww", "hybrid", "B-Tuning")
+METHODS = (
+    "plain",
+    "L2-SP",
+    "DELTA",
+    "BSS",
+    "Co-Tuning",
+    "SpotTune",
+    "AdaFilter",
+    "TransTailor",
+    "L2T-ww",
+    "hybrid",
+    "B-Tuning",
+)
 TEST_PER_CLASS = 40
 
 
@@ -102,7 +119,8 @@ def _adam(lr: float) -> optax.GradientTransformation:
     return _ADAM.setdefault(lr, optax.adam(lr))
 
 
-def run_method(name, base, train, test, *, lr, epochs, seed, teachers) -> dict:
+def run_method(name, base, train, test, *, lr, epochs, seed, teachers, source=None) -> dict:
+    """One method's fine-tune from ``base``; ``source`` is the ImageNet-headed Lite0 (Co-Tuning's source head)."""
     common = dict(strategy="full", optimizer=_adam(lr), epochs=epochs, batch_size=10, seed=seed,
                   freeze_batch_norm=True, progress=False)  # fmt: skip
     extra: dict = {}
@@ -122,6 +140,23 @@ def run_method(name, base, train, test, *, lr, epochs, seed, teachers) -> dict:
             return 0.01 * delta_penalty(m.features(xb), jax.lax.stop_gradient(frozen.features(xb)), w)
 
         model, _ = finetune(base, train, regularizer=delta, **common)
+    elif name == "BSS":
+
+        def bss(m, xb, yb):
+            return 0.001 * bss_penalty(m.features(xb), k=1)
+
+        model, _ = finetune(base, train, regularizer=bss, **common)
+    elif name == "Co-Tuning":
+        source.eval()
+        relationship = co_tuning_relationship(jax.nn.softmax(source(jnp.asarray(train[0])), axis=-1),
+                                              jnp.asarray(train[1]), 10)  # fmt: skip
+        with_source = nnx.clone(base)
+        with_source.source_head = nnx.clone(source.head)  # the ImageNet classifier, trained alongside
+
+        def cotune(m, xb, yb):
+            return 2.3 * co_tuning_loss(m.source_head(m.features(xb)), yb, relationship)
+
+        model, _ = finetune(with_source, train, regularizer=cotune, **common)
     elif name == "SpotTune":
         model, _ = finetune(inject_spottune(base, seed=seed), train, **common)
         model.eval()
@@ -183,13 +218,15 @@ def main() -> None:
             t = load(name)
             t.eval()
             teachers.append(t)
+    source = load("efficientnet-lite0") if "Co-Tuning" in args.methods else None
     results: dict = {}
     for per_class in args.per_class:
         for seed in args.seeds:
             train, test = _split(per_class, seed, args.image_size)
             base = load("efficientnet-lite0", num_outputs=10, seed=seed)
             for name in args.methods:
-                r = run_method(name, base, train, test, lr=args.lr, epochs=args.epochs, seed=seed, teachers=teachers)
+                r = run_method(name, base, train, test, lr=args.lr, epochs=args.epochs, seed=seed, teachers=teachers,
+                               source=source)  # fmt: skip
                 results.setdefault(str(per_class), {}).setdefault(name, []).append({"seed": seed, **r})
                 print(f"{per_class:>3}/class seed {seed} {name:<12} acc {r['accuracy']:.4f}  {r['seconds']:7.1f} s")
     config = {k: v for k, v in vars(args).items() if k != "combine"}
